@@ -1,0 +1,30 @@
+# nightseg: `make run` and `make test` are all the set-up a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install run test lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install nightseg (editable) with the dev extra
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## the main job on the embedded synthetic data (night2day_inference)
+	$(PY) -m nightseg.run strategy=night2day_inference
+
+test: $(STAMP)  ## the whole test suite
+	$(PY) -m pytest -q
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check nightseg tests
+
+clean:  ## remove the venv, caches and outputs (not the stage cache in .cache/)
+	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache
