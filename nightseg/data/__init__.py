@@ -1,0 +1,1 @@
+"""Datasets (one file per family), their shared catalog format and the LightningDataModules."""

@@ -1,0 +1,114 @@
+"""The one format every dataset family produces: named lists of image (and label) files by role.
+
+A dataset family (synthetic, camvid, bdd, ...) is a function that reads its published layout and
+returns a :class:`DataCatalog`. The strategies only ever see catalogs, so every family works with
+both strategies. Roles follow the paper: unpaired day and night images for the translator,
+labelled day images to train and validate the segmenter, labelled night test sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IGNORE_INDEX = 255
+
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic_light", "traffic_sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image file, its label file (None when unlabelled) and, where one exists, the file of
+    the same scene in the other domain (the synthetic night test set's true day rendering)."""
+
+    image: Path
+    label: Path | None = None
+    reference: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.image.stem
+
+
+@dataclass
+class SampleSet:
+    """A named list of samples with how to read its labels and how to score on it.
+
+    ``label_lut`` maps raw label values to class ids (256 entries, ``IGNORE_INDEX`` for ignored
+    values); None means the files already hold class ids. ``eval_classes`` and ``pred_lut`` let a
+    model with other classes be scored on this set: predictions are mapped through ``pred_lut``
+    (model class -> set class) and metrics are reported over ``eval_classes``. Both None means the
+    set uses the model's classes.
+    """
+
+    name: str
+    samples: list[Sample]
+    label_lut: list[int] | None = None
+    eval_classes: tuple[str, ...] | None = None
+    pred_lut: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.samples) and all(s.label is not None for s in self.samples)
+
+    @property
+    def has_reference(self) -> bool:
+        return bool(self.samples) and all(s.reference is not None for s in self.samples)
+
+    def head(self, n: int | None) -> "SampleSet":
+        """The first ``n`` samples (all when ``n`` is None), other fields kept."""
+        samples = self.samples if n is None else self.samples[:n]
+        return SampleSet(self.name, samples, self.label_lut, self.eval_classes, self.pred_lut)
+
+
+@dataclass
+class DataCatalog:
+    """Everything a run needs from one dataset configuration.
+
+    - ``translate_day`` / ``translate_night``: unpaired images for the CycleGAN (labels unused);
+    - ``train``: labelled day images for the segmenter (and the pool that ``augment`` translates);
+    - ``val``: labelled day validation sets (the paper's "day" column);
+    - ``test``: labelled night (or dusk) test sets, the paper's night columns.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    translate_day: SampleSet
+    translate_night: SampleSet
+    train: SampleSet
+    val: list[SampleSet] = field(default_factory=list)
+    test: list[SampleSet] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def summary(self) -> dict[str, int]:
+        """Image counts per role, for logs and the dataset inspector."""
+        out = {
+            "translate_day": len(self.translate_day),
+            "translate_night": len(self.translate_night),
+            "train": len(self.train),
+        }
+        out.update({f"val/{s.name}": len(s) for s in self.val})
+        out.update({f"test/{s.name}": len(s) for s in self.test})
+        return out
+
+
+def identity_lut(valid_ids: range | list[int], ignore_values: tuple[int, ...] = ()) -> list[int]:
+    """A 256-entry LUT that keeps ``valid_ids``, maps ``ignore_values`` to IGNORE_INDEX and marks
+    every other value as invalid (-1, reported as an unknown label value when read)."""
+    lut = [-1] * 256
+    for v in valid_ids:
+        lut[v] = v
+    for v in ignore_values:
+        lut[v] = IGNORE_INDEX
+    lut[IGNORE_INDEX] = IGNORE_INDEX
+    return lut

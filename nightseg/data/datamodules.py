@@ -1,0 +1,112 @@
+"""LightningDataModules over catalog sample sets, with albumentations joint transforms.
+
+All DataModules produce the same batch keys: ``image``/``mask`` (plus ``reference`` where a set
+has paired other-domain images) for segmentation, ``day``/``night`` for translation. Images are
+float tensors in [0, 1]; each model normalizes its own input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+import pytorch_lightning as pl
+from torch.utils.data import ConcatDataset, DataLoader
+
+from nightseg.data.catalog import SampleSet
+from nightseg.data.io import SegmentationDataset, UnpairedDataset, collate_skipping
+
+
+def build_transform(resize: Sequence[int] | None = None, crop: Sequence[int] | None = None,
+                    hflip: bool = False) -> A.Compose:
+    """Resize to ``resize`` = [H, W] (area for images, nearest for labels), then a random
+    ``crop`` = [h, w] and a random horizontal flip, applied alike to image, mask and reference."""
+    ops: list[A.BasicTransform] = []
+    if resize is not None:
+        h, w = (int(v) for v in resize)
+        ops.append(A.Resize(h, w, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST))
+    if crop is not None:
+        h, w = (int(v) for v in crop)
+        ops.append(A.RandomCrop(h, w, pad_if_needed=True, fill_mask=255))
+    if hflip:
+        ops.append(A.HorizontalFlip(p=0.5))
+    return A.Compose(ops, additional_targets={"reference": "image"})
+
+
+def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool = False):
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        collate_fn=collate_skipping,
+    )
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Labelled training sets (concatenated), named validation sets and named test sets.
+
+    ``val_sets``/``test_sets`` keep their order: dataloader index ``i`` is set ``i``, and the
+    SegmentationModule reads the set names and class mappings from here.
+    """
+
+    def __init__(self, train_sets: Sequence[SampleSet], val_sets: Sequence[SampleSet] = (),
+                 test_sets: Sequence[SampleSet] = (), num_classes: int = 19, batch_size: int = 8,
+                 eval_batch_size: int = 8, num_workers: int = 0,
+                 resize: Sequence[int] | None = None, train_crop: Sequence[int] | None = None,
+                 hflip: bool = True, on_error: str = "raise"):
+        super().__init__()
+        self.train_sets = list(train_sets)
+        self.val_sets = list(val_sets)
+        self.test_sets = list(test_sets)
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.train_transform = build_transform(resize, train_crop, hflip)
+        self.eval_transform = build_transform(resize)
+        self.on_error = on_error
+
+    def _dataset(self, s: SampleSet, transform) -> SegmentationDataset:
+        # A set scored in its own class space (eval_classes) holds labels of those classes.
+        num_classes = len(s.eval_classes) if s.eval_classes else self.num_classes
+        return SegmentationDataset(s, transform, num_classes, self.on_error)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = ConcatDataset([self._dataset(s, self.train_transform) for s in self.train_sets])
+        drop_last = len(ds) > self.batch_size  # BatchNorm needs more than one sample
+        return _loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=drop_last)
+
+    def _eval_loaders(self, sets: list[SampleSet]) -> list[DataLoader]:
+        return [_loader(self._dataset(s, self.eval_transform), self.eval_batch_size,
+                        self.num_workers, shuffle=False) for s in sets]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.val_sets)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.test_sets)
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders(self.test_sets)
+
+
+class TranslationDataModule(pl.LightningDataModule):
+    """Unpaired day and night images for the CycleGAN, randomly cropped for training."""
+
+    def __init__(self, day: SampleSet, night: SampleSet, batch_size: int = 1, num_workers: int = 0,
+                 resize: Sequence[int] | None = None, crop: Sequence[int] | None = None,
+                 hflip: bool = True, on_error: str = "raise"):
+        super().__init__()
+        self.day, self.night = day, night
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.transform = build_transform(resize, crop, hflip)
+        self.on_error = on_error
+
+    def train_dataloader(self) -> DataLoader:
+        ds = UnpairedDataset(self.day, self.night, self.transform, self.on_error)
+        return _loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=True)

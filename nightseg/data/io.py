@@ -1,0 +1,204 @@
+"""Reading image and label files into tensors, with errors that name the file.
+
+Every dataset family goes through these readers, so bad files are reported the same way
+everywhere: a corrupt or unreadable file, a label whose size differs from its image, label values
+outside the dataset's classes. With ``on_error="skip"`` a bad sample is logged with its reason and
+counted (the batch carries ``skipped``) instead of stopping the run; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+
+from nightseg.data.catalog import IGNORE_INDEX, Sample, SampleSet
+from nightseg.utils import DataError
+
+log = logging.getLogger(__name__)
+
+ON_ERROR_CHOICES = ("raise", "skip")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An RGB image as an (H, W, 3) uint8 array."""
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found; check the dataset root and layout") from None
+    except Exception as e:  # PIL raises many types for truncated or corrupt files
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e}); "
+                        "replace or remove the file, or set data.on_error=skip") from None
+
+
+def read_label(path: Path, label_lut: Sequence[int] | None = None,
+               valid_max: int | None = None) -> np.ndarray:
+    """A single-channel label image as an (H, W) uint8 array of class ids (IGNORE_INDEX = 255).
+
+    ``label_lut`` (256 entries) maps raw values to class ids, -1 marking values the dataset does
+    not define. Without a LUT, values above ``valid_max`` other than 255 are reported as unknown.
+    """
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16", "1"):
+                raise DataError(f"{path}: label has mode {im.mode}; expected a single-channel "
+                                "PNG of class ids (colour-coded labels must be converted first)")
+            raw = np.array(im)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file not found; check the dataset root and layout") from None
+    except Exception as e:
+        raise DataError(f"{path}: cannot decode label ({type(e).__name__}: {e}); "
+                        "replace or remove the file, or set data.on_error=skip") from None
+    if raw.dtype != np.uint8:
+        if raw.max(initial=0) > 255:
+            bad = np.unique(raw[raw > 255])[:10].tolist()
+            raise DataError(f"{path}: unknown label values {bad} (above 255)")
+        raw = raw.astype(np.uint8)
+    if label_lut is not None:
+        lut = np.asarray(label_lut, dtype=np.int16)
+        out = lut[raw]
+        if (out < 0).any():
+            bad = np.unique(raw[out < 0]).tolist()
+            raise DataError(f"{path}: unknown label values {bad[:20]}; "
+                            "the dataset's documented values are the only ones accepted")
+        return out.astype(np.uint8)
+    if valid_max is not None:
+        bad_mask = (raw > valid_max) & (raw != IGNORE_INDEX)
+        if bad_mask.any():
+            bad = np.unique(raw[bad_mask]).tolist()
+            raise DataError(f"{path}: unknown label values {bad[:20]}; expected class ids "
+                            f"0..{valid_max} or {IGNORE_INDEX} (ignore)")
+    return raw
+
+
+def load_sample(sample: Sample, label_lut: Sequence[int] | None = None,
+                valid_max: int | None = None) -> dict[str, np.ndarray]:
+    """Read a sample's image, label and reference, checking that their sizes agree."""
+    out = {"image": read_image(sample.image)}
+    h, w = out["image"].shape[:2]
+    if sample.label is not None:
+        out["mask"] = read_label(sample.label, label_lut, valid_max)
+        if out["mask"].shape != (h, w):
+            lh, lw = out["mask"].shape
+            raise DataError(f"{sample.label}: label size {lw}x{lh} differs from its image "
+                            f"{sample.image} ({w}x{h}); regenerate the label at the image size")
+    if sample.reference is not None:
+        out["reference"] = read_image(sample.reference)
+        if out["reference"].shape[:2] != (h, w):
+            rh, rw = out["reference"].shape[:2]
+            raise DataError(f"{sample.reference}: reference size {rw}x{rh} differs from "
+                            f"{sample.image} ({w}x{h})")
+    return out
+
+
+def to_tensor_image(img: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+
+
+class SegmentationDataset(Dataset):
+    """Labelled images as ``{"image": (3,H,W) float [0,1], "mask": (H,W) long, "name": str,
+    "index": int}``,
+    plus ``"reference"`` (the paired other-domain image) where the set has one.
+
+    ``transform`` is an albumentations pipeline applied jointly to image, mask and reference.
+    """
+
+    def __init__(self, sample_set: SampleSet, transform: A.BasicTransform | None = None,
+                 num_classes: int | None = None, on_error: str = "raise"):
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+        self.set = sample_set
+        self.transform = transform
+        self.valid_max = None if num_classes is None else num_classes - 1
+        self.on_error = on_error
+
+    def __len__(self) -> int:
+        return len(self.set.samples)
+
+    def __getitem__(self, i: int) -> dict | None:
+        sample = self.set.samples[i]
+        try:
+            arrays = load_sample(sample, self.set.label_lut, self.valid_max)
+        except DataError as e:
+            if self.on_error == "skip":
+                log.warning("skipped %s", e)
+                return None
+            raise
+        if self.transform is not None:
+            arrays = _apply(self.transform, arrays)
+        out = {"image": to_tensor_image(arrays["image"]), "name": sample.name, "index": i}
+        if "mask" in arrays:
+            out["mask"] = torch.from_numpy(np.ascontiguousarray(arrays["mask"])).long()
+        if "reference" in arrays:
+            out["reference"] = to_tensor_image(arrays["reference"])
+        return out
+
+
+def _apply(transform: A.BasicTransform, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    kwargs = {"image": arrays["image"]}
+    if "mask" in arrays:
+        kwargs["mask"] = arrays["mask"]
+    if "reference" in arrays:
+        kwargs["reference"] = arrays["reference"]
+    res = transform(**kwargs)
+    return {k: res[k] for k in kwargs}
+
+
+class UnpairedDataset(Dataset):
+    """Unpaired day and night images for CycleGAN: ``{"day": ..., "night": ...}``.
+
+    Item ``i`` pairs day image ``i`` with a random night image (as CycleGAN does), so an epoch
+    covers every day image once; its length is the larger of the two sets.
+    """
+
+    def __init__(self, day: SampleSet, night: SampleSet, transform: A.BasicTransform | None = None,
+                 on_error: str = "raise"):
+        if not day.samples or not night.samples:
+            raise DataError(f"translation needs day and night images; found {len(day)} day "
+                            f"({day.name}) and {len(night)} night ({night.name})")
+        self.day, self.night = day.samples, night.samples
+        self.transform = transform
+        self.on_error = on_error
+
+    def __len__(self) -> int:
+        return max(len(self.day), len(self.night))
+
+    def _load(self, sample: Sample) -> torch.Tensor | None:
+        try:
+            img = read_image(sample.image)
+        except DataError as e:
+            if self.on_error == "skip":
+                log.warning("skipped %s", e)
+                return None
+            raise
+        if self.transform is not None:
+            img = self.transform(image=img)["image"]
+        return to_tensor_image(img)
+
+    def __getitem__(self, i: int) -> dict | None:
+        day = self._load(self.day[i % len(self.day)])
+        # Python's random is reseeded per worker by Lightning's seed_everything(workers=True).
+        night = self._load(self.night[random.randrange(len(self.night))])
+        if day is None or night is None:
+            return None
+        return {"day": day, "night": night}
+
+
+def collate_skipping(batch: list[dict | None]) -> dict:
+    """Collate, dropping samples a dataset skipped and counting them in ``batch["skipped"]``."""
+    kept = [b for b in batch if b is not None]
+    skipped = len(batch) - len(kept)
+    out = default_collate(kept) if kept else {}
+    out["skipped"] = skipped
+    return out
