@@ -1,0 +1,62 @@
+"""Image panels: colourised labels and input | translated | prediction | ground-truth grids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nightseg.data.catalog import IGNORE_INDEX
+
+# The Cityscapes train-id colours (Cordts et al. 2016), used for any 19-class label map.
+CITYSCAPES_PALETTE = np.array([
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32)], dtype=np.uint8)
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """Cityscapes colours for up to 19 classes, then a fixed pseudo-random colour per class."""
+    if num_classes <= len(CITYSCAPES_PALETTE):
+        return CITYSCAPES_PALETTE[:num_classes]
+    rng = np.random.default_rng(0)
+    extra = rng.integers(0, 256, size=(num_classes - len(CITYSCAPES_PALETTE), 3), dtype=np.uint8)
+    return np.concatenate([CITYSCAPES_PALETTE, extra])
+
+
+def colorize(mask: np.ndarray | torch.Tensor, num_classes: int = 19) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 colours; ignore (255) is black."""
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[:num_classes] = palette(num_classes)
+    lut[IGNORE_INDEX] = 0
+    return lut[m.astype(np.uint8)]
+
+
+def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(3, H, W) float [0, 1] tensor or (H, W, 3) uint8 array -> (H, W, 3) uint8."""
+    if isinstance(img, torch.Tensor):
+        return img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return np.asarray(img, dtype=np.uint8)
+
+
+def panel(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> np.ndarray:
+    """Tile rows of equally sized (H, W, 3) uint8 images into one image with white gaps."""
+    h, w = rows[0][0].shape[:2]
+    ncol = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + gap) - gap, ncol * (w + gap) - gap, 3), 255, dtype=np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            out[i * (h + gap): i * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = img
+    return out
+
+
+def save_png(img: np.ndarray, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return path
