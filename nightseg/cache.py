@@ -107,14 +107,20 @@ class StageCache:
             with atomic_path(stage.path) as tmp:
                 build(stage, tmp)
                 wrote = tmp.exists()
-            if not wrote:
-                if is_launcher_child():
-                    # Only rank zero publishes; the child just took part in the build.
-                    return stage.path, "trained"
+            if wrote:
+                # Published: the resumable state is no longer needed.
+                shutil.rmtree(stage.work_dir, ignore_errors=True)
+            elif not is_launcher_child():  # only rank zero publishes under DDP
                 raise RuntimeError(f"stage {kind} {stage.key}: the build wrote nothing")
-            # Published: the resumable state is no longer needed.
-            shutil.rmtree(stage.work_dir, ignore_errors=True)
-            return stage.path, "trained"
+        _barrier()  # under DDP, no rank reads the artefact before rank zero has published it
+        return stage.path, "trained"
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _jsonable(obj):

@@ -151,7 +151,7 @@ class SegmentationModule(pl.LightningModule):
             prefix = f"{stage}/{s.name}"
             for key in ("miou", "pixel_acc", "mean_acc", "psnr", "ssim"):
                 if res.get(key) is not None:
-                    self.log(f"{prefix}/{key}", res[key], add_dataloader_idx=False, sync_dist=False)
+                    self.log(f"{prefix}/{key}", res[key], add_dataloader_idx=False, rank_zero_only=True)
             results.append(res)
         return results
 

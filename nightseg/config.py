@@ -1,0 +1,104 @@
+"""Checks of the composed config that run before any training, and the cache specs derived from it.
+
+Every error names the key and how to fix it; Hydra itself already rejects unknown group options
+("Could not find 'strategy/foo'") and unknown keys without a ``+``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from nightseg.utils import ConfigError
+
+MIN_SIZE = 32  # the encoders downsample by 8 and the PatchGAN by 8 more; below this nothing is left
+
+
+def _check_size(cfg: DictConfig, key: str, minimum: int = MIN_SIZE) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if not (isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) for v in value)):
+        raise ConfigError(f"{key}={_show(value)}: give [rows, cols] as two integers, e.g. {key}=[128,256]")
+    if min(value) < minimum:
+        raise ConfigError(f"{key}={_show(value)} is too small: both sides must be at least {minimum} "
+                          f"pixels, e.g. {key}=[{max(minimum, value[0])},{max(minimum, value[1])}]")
+
+
+def _show(value) -> str:
+    return str(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value).replace(" ", "")
+
+
+def _check_positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        return
+    if not isinstance(value, int) or value < (0 if allow_zero else 1):
+        bound = "a non-negative" if allow_zero else "a positive"
+        raise ConfigError(f"{key}={value}: must be {bound} integer")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for values that would fail (or silently mislead) later."""
+    strategy = cfg.strategy.name
+    night_count = cfg.get("night_count")
+    if strategy == "augment":
+        if night_count is None:
+            raise ConfigError("strategy=augment needs night_count=N: the number of day->night "
+                              "translated images to add (0 trains on day images only)")
+        if not isinstance(night_count, int) or night_count < 0:
+            raise ConfigError(f"night_count={night_count}: must be a non-negative integer")
+    elif night_count is not None:
+        raise ConfigError(f"night_count={night_count} belongs to strategy=augment; "
+                          f"remove it, or run strategy=augment night_count={night_count}")
+
+    for key in ("data.resize", "data.train_crop", "data.translate_crop"):
+        _check_size(cfg, key)
+    for key in ("data.batch_size", "data.eval_batch_size", "data.translate_batch_size",
+                "model.segmenter.max_epochs"):
+        _check_positive(cfg, key)
+    for key in ("data.num_workers", "model.translator.epochs_constant",
+                "model.translator.epochs_decay"):
+        _check_positive(cfg, key, allow_zero=True)
+    if cfg.model.translator.epochs_constant + cfg.model.translator.epochs_decay < 1:
+        raise ConfigError("model.translator.epochs_constant + model.translator.epochs_decay must be "
+                          "at least 1")
+    if cfg.data.on_error not in ("raise", "skip"):
+        raise ConfigError(f"data.on_error={cfg.data.on_error}: use raise or skip")
+
+    seg_classes = cfg.model.segmenter.num_classes
+    if seg_classes != cfg.data.num_classes:
+        raise ConfigError(
+            f"model.segmenter.num_classes={seg_classes} disagrees with data.num_classes="
+            f"{cfg.data.num_classes} (data={cfg.data.name}); remove the model.segmenter.num_classes "
+            "override (it follows the data by default)")
+
+
+def data_spec(cfg: DictConfig) -> dict:
+    """The part of the data config that determines what a model is trained on.
+
+    Loader settings (workers, evaluation batch size) and error handling do not change a trained
+    model, so they stay out of the cache keys.
+    """
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in ("num_workers", "eval_batch_size", "on_error"):
+        data.pop(key, None)
+    _drop_key(data.get("catalog"), "on_missing")
+    return data
+
+
+def _drop_key(node, key: str) -> None:
+    """Remove ``key`` from a nested config container, at every depth."""
+    if isinstance(node, dict):
+        node.pop(key, None)
+        for v in node.values():
+            _drop_key(v, key)
+    elif isinstance(node, list):
+        for v in node:
+            _drop_key(v, key)
+
+
+def trainer_spec(cfg: DictConfig) -> dict:
+    """Trainer settings that change results (precision), not the ones that only change logging."""
+    return {"precision": str(cfg.trainer.precision)}

@@ -1,0 +1,173 @@
+"""Sweep summary: ``python -m nightseg.report <sweep dir>``.
+
+Collects every job's metrics.json below the sweep directory and writes
+- ``runs.csv``: one row per job, test set and condition;
+- ``summary.csv`` / ``summary.md``: mean, standard deviation and number of seeds per point;
+- ``miou_vs_night_count.png``: mIoU against night_count per test set, with error bars (one
+  standard deviation over seeds) where several seeds were swept; night2day_inference jobs of the
+  same directory appear as dashed lines.
+The paper's ratio curve (Sun et al. 2019, Fig. 6) is one run per point; this shows the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+METRICS = ("miou", "pixel_acc", "mean_acc")
+
+
+def collect(sweep_dir: Path) -> list[dict]:
+    """One flat row per (job, test set, condition) from every metrics.json below ``sweep_dir``."""
+    rows = []
+    for path in sorted(sweep_dir.rglob("metrics.json")):
+        m = json.loads(path.read_text())
+        for r in m["results"]:
+            rows.append({"job": str(path.parent.relative_to(sweep_dir)), "strategy": m["strategy"],
+                         "night_count": m["night_count"], "seed": m["seed"], "data": m["data"],
+                         "test_set": r["test_set"], "condition": r["condition"],
+                         **{k: r[k] for k in METRICS}})
+    return rows
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean, std (sample, over seeds) and n per (strategy, condition, test set, night_count)."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["strategy"], r["condition"], r["test_set"], r["night_count"])].append(r)
+    out = []
+    for (strategy, condition, test_set, nc), rs in groups.items():
+        row = {"strategy": strategy, "condition": condition, "test_set": test_set,
+               "night_count": nc, "n_seeds": len({r["seed"] for r in rs})}
+        for k in METRICS:
+            vals = [r[k] for r in rs if r[k] is not None]
+            row[f"{k}_mean"] = round(statistics.fmean(vals), 3) if vals else None
+            row[f"{k}_std"] = round(statistics.stdev(vals), 3) if len(vals) > 1 else None
+        out.append(row)
+    out.sort(key=lambda r: (r["strategy"], r["condition"], r["test_set"],
+                            -1 if r["night_count"] is None else r["night_count"]))
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _cell(row: dict, k: str = "miou") -> str:
+    mean, std = row[f"{k}_mean"], row[f"{k}_std"]
+    if mean is None:
+        return "-"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def _label(row: dict) -> str:
+    if row["strategy"] == "augment":
+        return f"augment N={row['night_count']}"
+    return f"{row['strategy']} ({row['condition']})"
+
+
+def pivot(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Rows = strategy / night_count / condition, columns = test sets, cells = mIoU mean ± std."""
+    sets = list(dict.fromkeys(r["test_set"] for r in summary))
+    lines: dict[str, dict[str, dict]] = {}
+    for r in summary:
+        lines.setdefault(_label(r), {})[r["test_set"]] = r
+    header = ["run", "seeds"] + [f"{s} mIoU %" for s in sets]
+    body = []
+    for label, by_set in lines.items():
+        n = max(r["n_seeds"] for r in by_set.values())
+        body.append([label, str(n)] + [_cell(by_set[s]) if s in by_set else "" for s in sets])
+    return header, body
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    curves = defaultdict(list)
+    for r in summary:
+        if r["strategy"] == "augment" and r["miou_mean"] is not None:
+            curves[r["test_set"]].append(r)
+    colors = {}
+    for test_set, rs in curves.items():
+        rs.sort(key=lambda r: r["night_count"])
+        x = [r["night_count"] for r in rs]
+        y = [r["miou_mean"] for r in rs]
+        err = [r["miou_std"] or 0.0 for r in rs]
+        line = ax.errorbar(x, y, yerr=err if any(err) else None, marker="o", capsize=3,
+                           label=f"augment: {test_set}")
+        colors[test_set] = line[0].get_color()
+    for r in summary:
+        if r["strategy"] != "augment" and r["condition"] == "night2day" and r["miou_mean"] is not None:
+            ax.axhline(r["miou_mean"], ls="--", lw=1, color=colors.get(r["test_set"], "gray"),
+                       label=f"night2day: {r['test_set']}")
+    ax.set_xlabel("night_count (translated night images added)")
+    ax.set_ylabel("mIoU (%)")
+    n = max((r["n_seeds"] for r in summary), default=1)
+    ax.set_title("mIoU vs night_count" + (f" (mean ± std over {n} seeds)" if n > 1 else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(sweep_dir: str | Path, console: Console | None = None) -> dict[str, Path]:
+    """Write the summary files into ``sweep_dir``; returns their paths."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir)
+    if not rows:
+        raise FileNotFoundError(f"{sweep_dir}: no metrics.json found below it; pass the sweep "
+                                "directory of a finished `python -m nightseg.run -m ...`")
+    summary = aggregate(rows)
+    paths = {"runs": sweep_dir / "runs.csv", "summary_csv": sweep_dir / "summary.csv",
+             "summary_md": sweep_dir / "summary.md", "plot": sweep_dir / "miou_vs_night_count.png"}
+    _write_csv(paths["runs"], rows)
+    _write_csv(paths["summary_csv"], summary)
+    header, body = pivot(summary)
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(line) + " |" for line in body]
+    paths["summary_md"].write_text(
+        f"# Sweep summary: {sweep_dir}\n\nmIoU in percent, mean ± sample std over seeds.\n\n"
+        + "\n".join(md) + "\n")
+    plot(summary, paths["plot"])
+    console = console or Console()
+    table = Table(title=f"sweep {sweep_dir}")
+    for h in header:
+        table.add_column(h, justify="left" if h in ("run",) else "right")
+    for line in body:
+        table.add_row(*line)
+    console.print(table)
+    for p in paths.values():
+        console.print(f"wrote {p}")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nightseg.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (or any parent of metrics.json files)")
+    args = parser.parse_args(argv)
+    try:
+        report(args.sweep_dir)
+    except FileNotFoundError as e:
+        parser.error(str(e))  # exits 2 with the usage line
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""What a job leaves behind: metrics.json (values in percent, like the paper) and a printed table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytorch_lightning.utilities import rank_zero_only
+from rich.console import Console
+from rich.table import Table
+
+from nightseg.stages import Job
+from nightseg.utils import write_json
+
+RESULT_KEYS = ("test_set", "condition", "miou", "pixel_acc", "mean_acc", "per_class_iou")
+
+
+def split_translation(results: Sequence[dict]) -> tuple[list[dict], dict | None]:
+    """Separate the PSNR/SSIM scores (sets with true day references) from the segmentation rows.
+
+    Returns the rows without them and ``{"psnr", "ssim"}`` of the night->day translations (with
+    ``raw_psnr``/``raw_ssim`` of the untranslated night images as the baseline), or None.
+    """
+    rows, translation = [], {}
+    for r in results:
+        rows.append({k: r[k] for k in RESULT_KEYS})
+        if "psnr" in r:
+            prefix = "" if r["condition"] == "night2day" else f"{r['condition']}_"
+            translation.setdefault(f"{prefix}psnr", r["psnr"])
+            translation.setdefault(f"{prefix}ssim", r["ssim"])
+    if "psnr" not in translation:  # no translated set with references: nothing to report
+        return rows, None
+    return rows, translation
+
+
+def write_metrics(job: Job, results: Sequence[dict], night_count: int | None) -> dict:
+    rows, translation = split_translation(results)
+    metrics = {
+        "strategy": job.cfg.strategy.name,
+        "night_count": night_count,
+        "data": job.cfg.data.name,
+        "seed": int(job.cfg.seed),
+        "results": rows,
+    }
+    if translation is not None:
+        metrics["translation"] = translation
+    metrics["stages"] = dict(job.stages)
+    metrics["timings_s"] = dict(job.timings)
+    metrics["checkpoints"] = dict(job.checkpoints)
+    if rank_zero_only.rank != 0:  # under DDP every rank has the same results; one writes them
+        return metrics
+    write_json(job.run_dir / "metrics.json", metrics)
+    summary = {f"{r['test_set']}/{r['condition']}/miou": r["miou"] for r in rows}
+    summary.update({f"translation/{k}": v for k, v in (translation or {}).items()})
+    job.tracker.log_results(rows, summary)
+    return metrics
+
+
+def print_table(metrics: dict, run_dir: Path | None = None, console: Console | None = None) -> None:
+    console = console or Console()
+    nc = metrics.get("night_count")
+    title = f"{metrics['strategy']}" + (f" night_count={nc}" if nc is not None else "") + \
+        f" on {metrics['data']} (seed {metrics['seed']})"
+    table = Table(title=title)
+    for col in ("test set", "condition", "mIoU %", "pixel acc %", "mean acc %"):
+        table.add_column(col, justify="left" if col in ("test set", "condition") else "right")
+    for r in metrics["results"]:
+        table.add_row(r["test_set"], r["condition"], _fmt(r["miou"]), _fmt(r["pixel_acc"]),
+                      _fmt(r["mean_acc"]))
+    console.print(table)
+    if "translation" in metrics:
+        t = metrics["translation"]
+        console.print(f"night->day translation vs true day renderings: PSNR {t['psnr']:.2f} dB, "
+                      f"SSIM {t['ssim']:.3f} (untranslated night: PSNR {t.get('raw_psnr', float('nan')):.2f}"
+                      f" dB, SSIM {t.get('raw_ssim', float('nan')):.3f})")
+    console.print("stages: " + ", ".join(f"{k} {v}" for k, v in metrics["stages"].items()))
+    if run_dir is not None:
+        console.print(f"metrics: {run_dir / 'metrics.json'}")
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"

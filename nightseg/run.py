@@ -1,0 +1,85 @@
+"""The main job: ``python -m nightseg.run [overrides]`` (Hydra; config in conf/).
+
+    python -m nightseg.run strategy=night2day_inference
+    python -m nightseg.run -m strategy=augment night_count=0,250,500,1000 seed=0,1,2
+    python -m nightseg.report multirun/<date>/<time>
+
+Checks the config, builds the dataset catalog, runs the strategy (which trains or reuses each
+stage through the cache), writes metrics.json and panels into the run directory and prints a table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
+
+from nightseg.cache import StageCache
+from nightseg.config import validate
+from nightseg.results import print_table
+from nightseg.stages import Job
+from nightseg.strategies import STRATEGIES
+from nightseg.utils import ConfigError
+
+log = logging.getLogger("nightseg")
+
+
+def _tracker_kwargs(cfg: DictConfig, run_dir: Path) -> dict:
+    """Group, name and tags for the tracker: one group per sweep, a name from the overrides."""
+    kwargs = {"save_dir": run_dir, "tags": [cfg.strategy.name], "group": None, "name": None,
+              "run_config": OmegaConf.to_container(cfg, resolve=True)}
+    if cfg.get("night_count") is not None:
+        kwargs["tags"].append(f"night_count={cfg.night_count}")
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        kwargs["name"] = hc.job.override_dirname or hc.job.name
+        if hc.mode == RunMode.MULTIRUN:
+            kwargs["group"] = Path(hc.sweep.dir).name
+            kwargs["name"] = hc.job.override_dirname or f"job{hc.job.num}"
+    return kwargs
+
+
+def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
+    """Run one job; returns the metrics written to ``<run_dir>/metrics.json``."""
+    validate(cfg)
+    if run_dir is None:
+        run_dir = HydraConfig.get().runtime.output_dir
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.strategy.name not in STRATEGIES:
+        raise ConfigError(f"strategy.name={cfg.strategy.name} is not a strategy; use one of "
+                          f"{sorted(STRATEGIES)}")
+    torch.set_float32_matmul_precision("high")
+
+    catalog = instantiate(cfg.data.catalog)
+    if catalog.num_classes != cfg.data.num_classes:
+        raise ConfigError(f"data.num_classes={cfg.data.num_classes} but data={cfg.data.name} has "
+                          f"{catalog.num_classes} classes; set data.num_classes={catalog.num_classes}")
+    log.info("data %s: %s", cfg.data.name, catalog.summary())
+    tracker = instantiate(cfg.logger, _recursive_=False, **_tracker_kwargs(cfg, run_dir))
+    job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(cfg.paths.cache_dir) / "stages"),
+              tracker=tracker, catalog=catalog)
+    try:
+        metrics = STRATEGIES[cfg.strategy.name](job)
+    finally:
+        tracker.finish()
+    if rank_zero_only.rank == 0:
+        print_table(metrics, run_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

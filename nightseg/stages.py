@@ -1,0 +1,280 @@
+"""The stages a strategy is built from: get a translator, get generated night images, get a
+segmenter (each trained or reused through the stage cache) and evaluate a segmenter.
+
+A :class:`Job` carries what every stage needs: the config, the run directory, the cache, the
+tracker, the dataset catalog, and the record of which stages were trained or reused and how long
+they took.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
+from torch.utils.data import DataLoader
+
+from nightseg.cache import StageCache
+from nightseg.config import data_spec, trainer_spec
+from nightseg.data.catalog import DataCatalog, Sample, SampleSet
+from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, build_transform
+from nightseg.data.io import SegmentationDataset, collate_skipping
+from nightseg.models.cyclegan import CycleGANModule, Night2DayPipeline
+from nightseg.models.segmentation import SegmentationModule
+from nightseg.tracking import Tracker
+from nightseg.utils import write_json
+from nightseg.visualize import save_png, to_uint8
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    cfg: DictConfig
+    run_dir: Path
+    cache: StageCache
+    tracker: Tracker
+    catalog: DataCatalog
+    stages: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    checkpoints: dict[str, str] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 2)
+
+    def record(self, stage: str, status: str, path: Path | None = None) -> None:
+        self.stages[stage] = status
+        if path is not None:
+            self.checkpoints[stage] = str(path)
+        where = f" ({path})" if path is not None else ""
+        log.info("stage %s: %s%s", stage, status, where)
+
+
+def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
+                 callbacks: Sequence[pl.Callback] = (), **overrides) -> pl.Trainer:
+    """A Trainer from ``cfg.trainer`` with a rich progress bar and the stage's logger."""
+    kwargs = OmegaConf.to_container(job.cfg.trainer, resolve=True)
+    kwargs.update(overrides)
+    if stage == "translator" and kwargs.get("strategy") == "ddp":
+        # The generator and discriminator steps each leave the other's parameters without
+        # gradients, which plain DDP rejects (Lightning's advice for GANs).
+        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    return pl.Trainer(
+        max_epochs=max_epochs,
+        logger=job.tracker.stage_logger(stage),
+        callbacks=[RichProgressBar(leave=True), *callbacks],
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        default_root_dir=str(job.run_dir),
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_epochs: int,
+         work_dir: Path, out: Path) -> None:
+    """Fit with a last-epoch checkpoint in ``work_dir`` (resumed after a kill), save to ``out``."""
+    ckpt = ModelCheckpoint(dirpath=work_dir, filename="epoch{epoch:03d}", save_last=True,
+                           save_top_k=0, auto_insert_metric_name=False)
+    trainer = make_trainer(job, stage_name, max_epochs=max_epochs, callbacks=[ckpt])
+    last = work_dir / "last.ckpt"
+    if last.exists():
+        log.info("stage %s: resuming from %s", stage_name, last)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    # The published artefact holds weights and hyperparameters only (no optimizer state).
+    trainer.save_checkpoint(out, weights_only=True)
+
+
+# ---- translator ------------------------------------------------------------------------------
+def translator_spec(job: Job) -> dict:
+    cfg = job.cfg
+    return {"translator": OmegaConf.to_container(cfg.model.translator, resolve=True),
+            "data": data_spec(cfg), "seed": cfg.seed, "trainer": trainer_spec(cfg)}
+
+
+def get_translator(job: Job) -> tuple[CycleGANModule, str]:
+    """The CycleGAN for this data and config: from the cache, or trained now. Returns it with
+    its cache key (which downstream artefacts include in theirs)."""
+    cfg, data = job.cfg, job.cfg.data
+    spec = translator_spec(job)
+    built: dict[str, CycleGANModule] = {}
+
+    def build(stage, out: Path) -> None:
+        pl.seed_everything(cfg.seed, workers=True)
+        module = instantiate(cfg.model.translator, _recursive_=False, _convert_="all")
+        dm = TranslationDataModule(
+            job.catalog.translate_day, job.catalog.translate_night,
+            batch_size=data.translate_batch_size, num_workers=data.num_workers,
+            resize=data.resize, crop=data.translate_crop, hflip=data.hflip, on_error=data.on_error)
+        _fit(job, "translator", module, dm, module.max_epochs, stage.work_dir, out)
+        built["module"] = module
+
+    with job.timed("translator"):
+        path, status = job.cache.obtain("translator", spec, "model.ckpt", build)
+        module = built.get("module") or CycleGANModule.load_from_checkpoint(path, map_location="cpu",
+                                                                             weights_only=False)
+    job.record("translator", status, path)
+    return module.eval(), path.parent.name
+
+
+# ---- generated night images (strategy augment) -----------------------------------------------
+class _PngWriter(BasePredictionWriter):
+    """Writes each translated image and its (resized) label as PNGs named by pool position."""
+
+    def __init__(self, out_dir: Path):
+        super().__init__(write_interval="batch")
+        self.out_dir = out_dir
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
+                           batch_idx, dataloader_idx=0) -> None:
+        for img, mask, idx in zip(prediction, batch["mask"], batch["index"]):
+            save_png(to_uint8(img), self.out_dir / "images" / f"{int(idx):06d}.png")
+            save_png(mask.byte().cpu().numpy(), self.out_dir / "labels" / f"{int(idx):06d}.png")
+
+
+class _Day2Night(pl.LightningModule):
+    """Prediction wrapper: day images in, night images out (under the trainer's precision)."""
+
+    def __init__(self, translator: CycleGANModule):
+        super().__init__()
+        self.translator = translator
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.translator.translate(batch["image"], "day2night").clamp(0, 1)
+
+
+def pool_order(n: int, order_seed: int) -> list[int]:
+    """The fixed order in which the labelled day pool is translated: job N takes the first N."""
+    return np.random.default_rng(order_seed).permutation(n).tolist()
+
+
+def get_generated_night(job: Job, translator: CycleGANModule, translator_key: str) -> tuple[SampleSet, str]:
+    """The whole labelled day pool translated to night once per translator, in a fixed seeded
+    order, as PNG images with their labels. Returns the set (in that order) and its cache key."""
+    cfg, data, pool = job.cfg, job.cfg.data, job.catalog.train
+    order_seed = int(cfg.strategy.order_seed)
+    spec = {"translator": translator_key, "data": data_spec(cfg), "order_seed": order_seed,
+            "trainer": trainer_spec(cfg)}
+
+    def build(stage, out: Path) -> None:
+        order = pool_order(len(pool), order_seed)
+        ordered = SampleSet(pool.name, [pool.samples[i] for i in order], pool.label_lut)
+        ds = SegmentationDataset(ordered, build_transform(data.resize), job.catalog.num_classes,
+                                 data.on_error)
+        loader = DataLoader(ds, batch_size=data.eval_batch_size, num_workers=data.num_workers,
+                            collate_fn=collate_skipping)
+        # Every rank writes its share into the shared work directory; rank zero then publishes it.
+        shared = stage.work_dir / "images"
+        trainer = make_trainer(job, "generate", callbacks=[_PngWriter(shared)])
+        trainer.predict(_Day2Night(translator), loader, return_predictions=False)
+        trainer.strategy.barrier()
+        if not trainer.is_global_zero:
+            return
+        manifest = [{"index": k, "source": str(ordered.samples[k].image),
+                     "image": f"images/{k:06d}.png", "label": f"labels/{k:06d}.png"}
+                    for k in range(len(ordered)) if (shared / "images" / f"{k:06d}.png").exists()]
+        write_json(shared / "manifest.json", manifest)
+        shared.rename(out)
+
+    with job.timed("generate_night"):
+        path, status = job.cache.obtain("night_images", spec, "images", build)
+    job.record("generated_night", status, path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    samples = [Sample(path / m["image"], path / m["label"]) for m in manifest]
+    return SampleSet("generated_night", samples), path.parent.name
+
+
+# ---- segmenter -------------------------------------------------------------------------------
+def get_segmenter(job: Job, extra: SampleSet | None = None,
+                  extra_spec: dict | None = None) -> SegmentationModule:
+    """ERF-PSPNet trained on the labelled day pool plus ``extra`` (generated night images).
+
+    ``extra_spec`` identifies ``extra`` in the cache key. A segmenter without extra images is the
+    same artefact for night2day_inference and augment night_count=0, so both reuse it.
+    """
+    cfg, data = job.cfg, job.cfg.data
+    spec = {"segmenter": OmegaConf.to_container(cfg.model.segmenter, resolve=True),
+            "data": data_spec(cfg), "seed": cfg.seed, "trainer": trainer_spec(cfg),
+            "extra": extra_spec if extra else None}
+    built: dict[str, SegmentationModule] = {}
+
+    def build(stage, out: Path) -> None:
+        pl.seed_everything(cfg.seed, workers=True)
+        module = instantiate(cfg.model.segmenter, class_names=list(job.catalog.class_names),
+                             _convert_="all")
+        train_sets = [job.catalog.train] + ([extra] if extra else [])
+        dm = SegmentationDataModule(
+            train_sets, val_sets=job.catalog.val, num_classes=job.catalog.num_classes,
+            batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
+            num_workers=data.num_workers, resize=data.resize, train_crop=data.train_crop,
+            hflip=data.hflip, on_error=data.on_error)
+        _fit(job, "segmenter", module, dm, module.hparams.max_epochs, stage.work_dir, out)
+        built["module"] = module
+
+    with job.timed("segmenter"):
+        path, status = job.cache.obtain("segmenter", spec, "model.ckpt", build)
+        module = built.get("module") or SegmentationModule.load_from_checkpoint(
+            path, map_location="cpu", weights_only=False)
+    job.record("segmenter", status, path)
+    return module.eval()
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+def evaluate(job: Job, module: SegmentationModule, sets: Sequence[SampleSet],
+             translator: CycleGANModule | None = None, num_panels: int = 0) -> list[dict]:
+    """Score ``module`` on ``sets`` (raw, or translated night->day first when ``translator`` is
+    given). Returns one result dict per set; ``module.eval_panels`` keeps sample images."""
+    data = job.cfg.data
+    condition = "raw" if translator is None else "night2day"
+    module.input_translator = None if translator is None else Night2DayPipeline(translator)
+    module.test_condition = condition
+    module.num_panels = num_panels
+    dm = SegmentationDataModule([], test_sets=sets, num_classes=job.catalog.num_classes,
+                                eval_batch_size=data.eval_batch_size, num_workers=data.num_workers,
+                                resize=data.resize, on_error=data.on_error)
+    try:
+        with job.timed(f"eval_{condition}"):
+            make_trainer(job, f"eval_{condition}").test(module, datamodule=dm, verbose=False)
+    finally:
+        module.input_translator = None
+    return list(module.eval_results)
+
+
+def save_panels(job: Job, module: SegmentationModule, condition: str) -> list[Path]:
+    """input | (translated) | prediction | ground truth rows per test set, as PNG and to the tracker."""
+    from nightseg.visualize import colorize, panel
+
+    paths = []
+    if not pl.utilities.rank_zero_only.rank == 0:
+        return paths
+    for set_name, p in module.eval_panels.items():
+        s = next((s for s in job.catalog.val + job.catalog.test if s.name == set_name), None)
+        n = len(s.eval_classes) if s is not None and s.eval_classes else module.hparams.num_classes
+        rows = []
+        for i in range(len(p["input"])):
+            row = [to_uint8(p["input"][i])]
+            if p["translated"] is not None:
+                row.append(to_uint8(p["translated"][i]))
+            row += [colorize(p["pred"][i], n), colorize(p["mask"][i], n)]
+            rows.append(row)
+        img = panel(rows)
+        path = save_png(img, job.run_dir / "panels" / f"{set_name}_{condition}.png")
+        caption = "input | night->day | prediction | truth" if p["translated"] is not None \
+            else "input | prediction | truth"
+        job.tracker.log_image(f"panels/{set_name}/{condition}", img, caption)
+        paths.append(path)
+    return paths

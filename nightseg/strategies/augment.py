@@ -1,0 +1,36 @@
+"""Strategy 2 (Sun et al. 2019, Sec. III-C): translate labelled day training images to night and
+add ``night_count`` of them to the segmenter's training set. Sweeping night_count is the paper's
+ratio study; every job of a sweep shares one translator and one set of generated images."""
+
+from __future__ import annotations
+
+from nightseg.results import write_metrics
+from nightseg.stages import Job, evaluate, get_generated_night, get_segmenter, get_translator, save_panels
+from nightseg.utils import ConfigError
+
+
+def run(job: Job) -> dict:
+    night_count = int(job.cfg.night_count)
+    pool = len(job.catalog.train)
+    if night_count > pool:
+        raise ConfigError(f"night_count={night_count} is larger than the labelled day pool of "
+                          f"{job.cfg.data.name} ({pool} images); use night_count<={pool}")
+    extra = extra_spec = None
+    if night_count > 0:
+        translator, translator_key = get_translator(job)
+        generated, generated_key = get_generated_night(job, translator, translator_key)
+        if len(generated) < night_count:  # images skipped with data.on_error=skip
+            raise ConfigError(f"night_count={night_count}: only {len(generated)} generated night "
+                              f"images exist (some pool images were skipped); lower night_count")
+        extra = generated.head(night_count)
+        extra_spec = {"generated": generated_key, "count": night_count}
+        del translator
+    else:
+        job.record("translator", "unused")
+        job.stages["generated_night"] = "unused"
+    segmenter = get_segmenter(job, extra, extra_spec)
+    catalog = job.catalog
+    results = evaluate(job, segmenter, catalog.val + catalog.test,
+                       num_panels=int(job.cfg.strategy.num_panels))
+    save_panels(job, segmenter, "raw")
+    return write_metrics(job, results, night_count=night_count)

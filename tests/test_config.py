@@ -1,0 +1,55 @@
+"""Configs compose, every group option loads, and bad values stop the run with the key named."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from nightseg.config import validate
+from nightseg.utils import ConfigError
+from tests.conftest import CONF_DIR, compose_cfg
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def test_default_config_composes_and_validates():
+    cfg = compose_cfg()
+    assert cfg.strategy.name == "night2day_inference"
+    assert cfg.data.name == "synthetic"
+    assert cfg.model.segmenter.num_classes == cfg.data.num_classes == 19
+    assert cfg.night_count is None
+    validate(cfg)
+
+
+@pytest.mark.parametrize("group", ["strategy", "data", "model/translator", "model/segmenter",
+                                   "trainer", "logger", "experiment"])
+def test_every_group_option_composes(group):
+    for option in _options(group):
+        overrides = [f"{group}={option}"]
+        if option == "augment":
+            overrides.append("night_count=0")
+        cfg = compose_cfg(overrides)
+        OmegaConf.to_container(cfg.model, resolve=True)  # interpolations resolve
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["night_count=5"], "night_count=5 belongs to strategy=augment"),
+    (["strategy=augment"], "strategy=augment needs night_count"),
+    (["strategy=augment", "night_count=-1"], "night_count=-1"),
+    (["data.translate_crop=[16,16]"], r"data.translate_crop=\[16,16\] is too small"),
+    (["data.resize=[100]"], "data.resize"),
+    (["data.batch_size=0"], "data.batch_size=0"),
+    (["model.segmenter.num_classes=11"], "model.segmenter.num_classes=11 disagrees with data.num_classes=19"),
+    (["data.on_error=ignore"], "data.on_error"),
+    (["model.translator.epochs_constant=0", "model.translator.epochs_decay=0"], "epochs"),
+])
+def test_bad_values_name_the_key(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        validate(compose_cfg(overrides))
+
+
+def test_unknown_group_option_is_rejected_by_hydra():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="strategy"):
+        compose_cfg(["strategy=nonsense"])

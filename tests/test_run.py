@@ -1,0 +1,94 @@
+"""End to end at smoke size: both strategies, the stage cache, a 2-point sweep, the report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nightseg.run import run
+from nightseg.utils import ConfigError
+from tests.conftest import REPO, compose_cfg
+
+pytestmark = pytest.mark.slow
+
+
+def _run(overrides, run_dir):
+    return run(compose_cfg(overrides), run_dir)
+
+
+def test_night2day_inference_then_augment_zero_share_the_segmenter(tmp_path, smoke_overrides):
+    m = _run(smoke_overrides + ["strategy=night2day_inference"], tmp_path / "a")
+    assert set(m) >= {"strategy", "night_count", "data", "seed", "results", "translation",
+                      "stages", "timings_s"}
+    written = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert written["results"] == m["results"]
+    conditions = {(r["test_set"], r["condition"]) for r in m["results"]}
+    assert conditions == {("synthetic_day_val", "raw"), ("synthetic_night", "raw"),
+                          ("synthetic_night", "night2day")}
+    for r in m["results"]:
+        assert 0 <= r["miou"] <= 100 and 0 <= r["pixel_acc"] <= 100
+        assert set(r["per_class_iou"]) >= {"road", "sky", "car"}
+    assert set(m["translation"]) >= {"psnr", "ssim"}
+    assert m["stages"]["translator"] in ("trained", "cached")
+    assert (tmp_path / "a" / "panels" / "synthetic_night_night2day.png").exists()
+
+    again = _run(smoke_overrides + ["strategy=night2day_inference"], tmp_path / "b")
+    assert again["stages"] == {"translator": "cached", "segmenter": "cached",
+                               "generated_night": "unused"}
+    assert again["results"] == m["results"]  # same checkpoints, same numbers
+
+    zero = _run(smoke_overrides + ["strategy=augment", "night_count=0"], tmp_path / "c")
+    assert zero["stages"]["translator"] == "unused"
+    assert zero["stages"]["segmenter"] == "cached"  # the day-only segmenter of night2day
+    assert zero["checkpoints"]["segmenter"] == m["checkpoints"]["segmenter"]
+
+
+def test_night_count_larger_than_pool_fails_before_training(tmp_path, smoke_overrides):
+    with pytest.raises(ConfigError, match=r"night_count=17 is larger than .* \(16 images\)"):
+        _run(smoke_overrides + ["strategy=augment", "night_count=17",
+                                f"paths.cache_dir={tmp_path}/c2"], tmp_path / "r")
+    assert not (tmp_path / "c2" / "stages").exists()
+
+
+def test_sweep_trains_one_translator_and_reports(tmp_path):
+    cache, sweep = tmp_path / "cache", tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "nightseg.run", "-m", "experiment=smoke", "logger=csv",
+           "strategy=augment", "night_count=0,4,8", f"paths.cache_dir={cache}",
+           f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = {m["night_count"]: m for m in
+               (json.loads(p.read_text()) for p in sweep.rglob("metrics.json"))}
+    assert sorted(metrics) == [0, 4, 8]
+    assert metrics[0]["stages"]["translator"] == "unused"
+    assert sorted(metrics[n]["stages"]["translator"] for n in (4, 8)) == ["cached", "trained"]
+    assert len(list((cache / "stages" / "translator").glob("*/model.ckpt"))) == 1
+    # One generated set; job N trained on its first N images, so 4 is a subset of 8.
+    generated = list((cache / "stages" / "night_images").glob("*/images"))
+    assert len(generated) == 1
+    specs = [json.loads(p.read_text()) for p in (cache / "stages" / "segmenter").glob("*/spec.json")]
+    extras = sorted((s["extra"] or {}).get("count", 0) for s in specs)
+    assert extras == [0, 4, 8]
+    assert len({(s["extra"] or {}).get("generated") for s in specs if s["extra"]}) == 1
+    manifest = json.loads((generated[0] / "manifest.json").read_text())
+    assert len(manifest) == 16 and len({m["source"] for m in manifest}) == 16
+
+    proc = subprocess.run([sys.executable, "-m", "nightseg.report", str(sweep)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("summary.csv", "summary.md", "runs.csv", "miou_vs_night_count.png"):
+        assert (sweep / name).exists(), name
+    assert "augment N=8" in (sweep / "summary.md").read_text()
+
+
+def test_wandb_offline_run_is_written_and_closed(tmp_path, smoke_overrides, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = [o for o in smoke_overrides if not o.startswith("logger=")]
+    _run(overrides + ["logger=wandb"], tmp_path / "w")
+    runs = list((tmp_path / "w" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    import wandb
+
+    assert wandb.run is None  # closed, so the next job of a sweep starts a fresh run
