@@ -32,7 +32,7 @@ def scores_from_confusion(cm: torch.Tensor, class_names: Sequence[str]) -> dict:
         "miou": _pct(torch.nanmean(iou)),
         "pixel_acc": _pct(tp.sum() / total) if total > 0 else None,
         "mean_acc": _pct(torch.nanmean(acc)),
-        "per_class_iou": {name: _pct(v) for name, v in zip(class_names, iou)},
+        "per_class_iou": {name: _pct(v) for name, v in zip(class_names, iou, strict=True)},
     }
 
 

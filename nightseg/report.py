@@ -160,7 +160,8 @@ def report(sweep_dir: str | Path, console: Console | None = None) -> dict[str, P
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nightseg.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_dir", type=Path, help="a multirun directory (or any parent of metrics.json files)")
+    parser.add_argument("sweep_dir", type=Path,
+                        help="a multirun directory (or any parent of metrics.json files)")
     args = parser.parse_args(argv)
     try:
         report(args.sweep_dir)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from torch.utils.data import DataLoader
@@ -29,7 +29,7 @@ from nightseg.config import data_spec, trainer_spec
 from nightseg.data.catalog import DataCatalog, Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, build_transform
 from nightseg.data.io import SegmentationDataset, collate_skipping
-from nightseg.models.cyclegan import CycleGANModule, Night2DayPipeline
+from nightseg.models.cyclegan import Night2DayPipeline, Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.tracking import Tracker
 from nightseg.utils import write_json
@@ -70,7 +70,7 @@ def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
     """A Trainer from ``cfg.trainer`` with a rich progress bar and the stage's logger."""
     kwargs = OmegaConf.to_container(job.cfg.trainer, resolve=True)
     kwargs.update(overrides)
-    if stage == "translator" and kwargs.get("strategy") == "ddp":
+    if stage in ("translator", "teacher") and kwargs.get("strategy") == "ddp":
         # The generator and discriminator steps each leave the other's parameters without
         # gradients, which plain DDP rejects (Lightning's advice for GANs).
         kwargs["strategy"] = "ddp_find_unused_parameters_true"
@@ -100,34 +100,41 @@ def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_
 
 
 # ---- translator ------------------------------------------------------------------------------
-def translator_spec(job: Job) -> dict:
-    cfg = job.cfg
-    return {"translator": OmegaConf.to_container(cfg.model.translator, resolve=True),
-            "data": data_spec(cfg), "seed": cfg.seed, "trainer": trainer_spec(cfg)}
+def get_translator(job: Job, translator_cfg: DictConfig | None = None,
+                   stage_name: str = "translator") -> tuple[Translator, str]:
+    """The day<->night translator for this data and config: from the cache, or trained now.
 
-
-def get_translator(job: Job) -> tuple[CycleGANModule, str]:
-    """The CycleGAN for this data and config: from the cache, or trained now. Returns it with
-    its cache key (which downstream artefacts include in theirs)."""
+    A translator config with a ``teacher`` (model/translator=light_distilled) is distilled from
+    that teacher, which is itself obtained through the cache first (stage "teacher"). Returns the
+    module and its cache key, which downstream artefacts include in theirs.
+    """
     cfg, data = job.cfg, job.cfg.data
-    spec = translator_spec(job)
-    built: dict[str, CycleGANModule] = {}
+    tcfg = translator_cfg if translator_cfg is not None else cfg.model.translator
+    module_cls = get_class(tcfg._target_)
+    spec = {"translator": OmegaConf.to_container(tcfg, resolve=True), "data": data_spec(cfg),
+            "seed": cfg.seed, "trainer": trainer_spec(cfg)}
+    built: dict[str, Translator] = {}
 
     def build(stage, out: Path) -> None:
+        teacher = None
+        if tcfg.get("teacher") is not None:
+            teacher, _ = get_translator(job, tcfg.teacher, stage_name="teacher")
         pl.seed_everything(cfg.seed, workers=True)
-        module = instantiate(cfg.model.translator, _recursive_=False, _convert_="all")
+        module = instantiate(tcfg, _recursive_=False, _convert_="all")
+        if teacher is not None:
+            module.set_teacher(teacher)
         dm = TranslationDataModule(
             job.catalog.translate_day, job.catalog.translate_night,
             batch_size=data.translate_batch_size, num_workers=data.num_workers,
             resize=data.resize, crop=data.translate_crop, hflip=data.hflip, on_error=data.on_error)
-        _fit(job, "translator", module, dm, module.max_epochs, stage.work_dir, out)
+        _fit(job, stage_name, module, dm, module.max_epochs, stage.work_dir, out)
         built["module"] = module
 
-    with job.timed("translator"):
+    with job.timed(stage_name):
         path, status = job.cache.obtain("translator", spec, "model.ckpt", build)
-        module = built.get("module") or CycleGANModule.load_from_checkpoint(path, map_location="cpu",
-                                                                             weights_only=False)
-    job.record("translator", status, path)
+        module = built.get("module") or module_cls.load_from_checkpoint(
+            path, map_location="cpu", weights_only=False)
+    job.record(stage_name, status, path)
     return module.eval(), path.parent.name
 
 
@@ -141,7 +148,7 @@ class _PngWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx=0) -> None:
-        for img, mask, idx in zip(prediction, batch["mask"], batch["index"]):
+        for img, mask, idx in zip(prediction, batch["mask"], batch["index"], strict=True):
             save_png(to_uint8(img), self.out_dir / "images" / f"{int(idx):06d}.png")
             save_png(mask.byte().cpu().numpy(), self.out_dir / "labels" / f"{int(idx):06d}.png")
 
@@ -149,7 +156,7 @@ class _PngWriter(BasePredictionWriter):
 class _Day2Night(pl.LightningModule):
     """Prediction wrapper: day images in, night images out (under the trainer's precision)."""
 
-    def __init__(self, translator: CycleGANModule):
+    def __init__(self, translator: Translator):
         super().__init__()
         self.translator = translator
 
@@ -162,7 +169,7 @@ def pool_order(n: int, order_seed: int) -> list[int]:
     return np.random.default_rng(order_seed).permutation(n).tolist()
 
 
-def get_generated_night(job: Job, translator: CycleGANModule, translator_key: str) -> tuple[SampleSet, str]:
+def get_generated_night(job: Job, translator: Translator, translator_key: str) -> tuple[SampleSet, str]:
     """The whole labelled day pool translated to night once per translator, in a fixed seeded
     order, as PNG images with their labels. Returns the set (in that order) and its cache key."""
     cfg, data, pool = job.cfg, job.cfg.data, job.catalog.train
@@ -235,7 +242,7 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
 
 # ---- evaluation ------------------------------------------------------------------------------
 def evaluate(job: Job, module: SegmentationModule, sets: Sequence[SampleSet],
-             translator: CycleGANModule | None = None, num_panels: int = 0) -> list[dict]:
+             translator: Translator | None = None, num_panels: int = 0) -> list[dict]:
     """Score ``module`` on ``sets`` (raw, or translated night->day first when ``translator`` is
     given). Returns one result dict per set; ``module.eval_panels`` keeps sample images."""
     data = job.cfg.data

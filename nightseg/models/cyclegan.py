@@ -59,7 +59,24 @@ def linear_decay(epochs_constant: int, epochs_decay: int):
     return factor
 
 
-class CycleGANModule(pl.LightningModule):
+class Translator:
+    """What strategies need from a translator module: ``day2night``/``night2day`` generators
+    working in [-1, 1], and :meth:`translate` for images in [0, 1]."""
+
+    day2night: nn.Module
+    night2day: nn.Module
+
+    def _in(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * 2 - 1
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    def translate(self, image: torch.Tensor, direction: str = "night2day") -> torch.Tensor:
+        """Translate images in [0, 1]; ``direction`` is "night2day" or "day2night"."""
+        net = {"night2day": self.night2day, "day2night": self.day2night}[direction]
+        return (net(self._in(image)).float() + 1) / 2
+
+
+class CycleGANModule(Translator, pl.LightningModule):
     """Batches: ``day``, ``night`` (N,3,H,W) in [0,1]. Networks work in [-1,1] internally."""
 
     def __init__(
@@ -97,15 +114,6 @@ class CycleGANModule(pl.LightningModule):
     @property
     def max_epochs(self) -> int:
         return self.hparams.epochs_constant + self.hparams.epochs_decay
-
-    def _in(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * 2 - 1
-        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
-
-    def translate(self, image: torch.Tensor, direction: str = "night2day") -> torch.Tensor:
-        """Translate images in [0, 1]; ``direction`` is "night2day" or "day2night"."""
-        net = {"night2day": self.night2day, "day2night": self.day2night}[direction]
-        return (net(self._in(image)).float() + 1) / 2
 
     # ---- training --------------------------------------------------------------------------
     @staticmethod
@@ -172,8 +180,8 @@ class CycleGANModule(pl.LightningModule):
         """An image grid of the fixed samples: day | day->night | night | night->day."""
         if self.sample_batch is None or self.logger is None:
             return
-        from nightseg.visualize import panel, to_uint8
         from nightseg.tracking import log_image
+        from nightseg.visualize import panel, to_uint8
 
         was_training = self.training
         self.eval()
@@ -183,7 +191,7 @@ class CycleGANModule(pl.LightningModule):
             d2n, n2d = self.translate(day, "day2night"), self.translate(night, "night2day")
         self.train(was_training)
         rows = [[to_uint8(a), to_uint8(b), to_uint8(c), to_uint8(d)]
-                for a, b, c, d in zip(day, d2n, night, n2d)]
+                for a, b, c, d in zip(day, d2n, night, n2d, strict=True)]
         log_image(self.logger, "translator/samples", panel(rows), step=self.current_epoch,
                   caption="day | day->night | night | night->day")
 
@@ -201,7 +209,7 @@ class CycleGANModule(pl.LightningModule):
 class Night2DayPipeline(nn.Module):
     """Input translator for the segmenter: [0,1] night images -> [0,1] day images."""
 
-    def __init__(self, translator: CycleGANModule | nn.Module, direction: str = "night2day"):
+    def __init__(self, translator: Translator, direction: str = "night2day"):
         super().__init__()
         self.translator = translator
         self.direction = direction

@@ -141,7 +141,7 @@ class SegmentationModule(pl.LightningModule):
 
     def _end_eval(self, stage: str) -> list[dict]:
         results = []
-        for s, metrics in zip(self._eval_sets, self._eval_metrics):
+        for s, metrics in zip(self._eval_sets, self._eval_metrics, strict=True):
             names = s.eval_classes or self.hparams.class_names
             res = {"test_set": s.name, "condition": self.test_condition}
             res.update(scores_from_confusion(metrics["cm"].compute(), names))

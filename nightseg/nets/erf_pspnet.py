@@ -90,7 +90,7 @@ class PyramidPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         outs = [x]
-        for bins, branch in zip(self.pool_bins, self.branches):
+        for bins, branch in zip(self.pool_bins, self.branches, strict=True):
             y = branch(F.adaptive_avg_pool2d(x, bins))
             outs.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
         return torch.cat(outs, dim=1)
