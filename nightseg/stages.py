@@ -270,13 +270,13 @@ def save_panels(job: Job, module: SegmentationModule, condition: str) -> list[Pa
         return paths
     for set_name, p in module.eval_panels.items():
         s = next((s for s in job.catalog.val + job.catalog.test if s.name == set_name), None)
-        n = len(s.eval_classes) if s is not None and s.eval_classes else module.hparams.num_classes
+        names = s.eval_classes if s is not None and s.eval_classes else module.hparams.class_names
         rows = []
         for i in range(len(p["input"])):
             row = [to_uint8(p["input"][i])]
             if p["translated"] is not None:
                 row.append(to_uint8(p["translated"][i]))
-            row += [colorize(p["pred"][i], n), colorize(p["mask"][i], n)]
+            row += [colorize(p["pred"][i], names), colorize(p["mask"][i], names)]
             rows.append(row)
         img = panel(rows)
         path = save_png(img, job.run_dir / "panels" / f"{set_name}_{condition}.png")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nightseg.data.catalog import IGNORE_INDEX
+from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
 
 # The Cityscapes train-id colours (Cordts et al. 2016), used for any 19-class label map.
 CITYSCAPES_PALETTE = np.array([
@@ -19,20 +19,32 @@ CITYSCAPES_PALETTE = np.array([
     (0, 80, 100), (0, 0, 230), (119, 11, 32)], dtype=np.uint8)
 
 
-def palette(num_classes: int) -> np.ndarray:
-    """Cityscapes colours for up to 19 classes, then a fixed pseudo-random colour per class."""
-    if num_classes <= len(CITYSCAPES_PALETTE):
-        return CITYSCAPES_PALETTE[:num_classes]
+# Other datasets' class names that mean a Cityscapes class, so that e.g. CamVid's "tree" is drawn
+# in Cityscapes' vegetation green.
+ALIASES = {"pavement": "sidewalk", "tree": "vegetation", "sign_symbol": "traffic_sign",
+           "pedestrian": "person", "bicyclist": "bicycle"}
+
+
+def palette(class_names: Sequence[str]) -> np.ndarray:
+    """A colour per class: the Cityscapes colour of the class (or of its alias), else a fixed
+    pseudo-random colour."""
     rng = np.random.default_rng(0)
-    extra = rng.integers(0, 256, size=(num_classes - len(CITYSCAPES_PALETTE), 3), dtype=np.uint8)
-    return np.concatenate([CITYSCAPES_PALETTE, extra])
+    colours = []
+    for name in class_names:
+        name = ALIASES.get(name, name)
+        if name in CITYSCAPES_CLASSES:
+            colours.append(CITYSCAPES_PALETTE[CITYSCAPES_CLASSES.index(name)])
+        else:
+            colours.append(rng.integers(0, 256, size=3, dtype=np.uint8))
+    return np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
 
 
-def colorize(mask: np.ndarray | torch.Tensor, num_classes: int = 19) -> np.ndarray:
+def colorize(mask: np.ndarray | torch.Tensor,
+             class_names: Sequence[str] = CITYSCAPES_CLASSES) -> np.ndarray:
     """(H, W) class ids -> (H, W, 3) uint8 colours; ignore (255) is black."""
     m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[:num_classes] = palette(num_classes)
+    lut[:len(class_names)] = palette(class_names)
     lut[IGNORE_INDEX] = 0
     return lut[m.astype(np.uint8)]
 
