@@ -58,6 +58,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("data.batch_size", "data.eval_batch_size", "data.translate_batch_size",
                 "model.segmenter.max_epochs"):
         _check_positive(cfg, key)
+    for key in ("seed", "translator_seed"):
+        if not isinstance(cfg.get(key), int):
+            raise ConfigError(f"{key}={cfg.get(key)}: must be an integer")
     for key in ("data.num_workers", "model.translator.epochs_constant",
                 "model.translator.epochs_decay"):
         _check_positive(cfg, key, allow_zero=True)

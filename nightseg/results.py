@@ -40,6 +40,7 @@ def write_metrics(job: Job, results: Sequence[dict], night_count: int | None) ->
         "night_count": night_count,
         "data": job.cfg.data.name,
         "seed": int(job.cfg.seed),
+        "translator_seed": int(job.cfg.translator_seed),
         "results": rows,
     }
     if translation is not None:

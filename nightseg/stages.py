@@ -112,14 +112,14 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
     tcfg = translator_cfg if translator_cfg is not None else cfg.model.translator
     module_cls = get_class(tcfg._target_)
     spec = {"translator": OmegaConf.to_container(tcfg, resolve=True), "data": data_spec(cfg),
-            "seed": cfg.seed, "trainer": trainer_spec(cfg)}
+            "seed": cfg.translator_seed, "trainer": trainer_spec(cfg)}
     built: dict[str, Translator] = {}
 
     def build(stage, out: Path) -> None:
         teacher = None
         if tcfg.get("teacher") is not None:
             teacher, _ = get_translator(job, tcfg.teacher, stage_name="teacher")
-        pl.seed_everything(cfg.seed, workers=True)
+        pl.seed_everything(cfg.translator_seed, workers=True)
         module = instantiate(tcfg, _recursive_=False, _convert_="all")
         if teacher is not None:
             module.set_teacher(teacher)

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-
 class ConfigError(ValueError):
     """A config value is invalid; the message names the key and how to fix it."""
 

@@ -62,7 +62,7 @@ class SampleSet:
     def has_reference(self) -> bool:
         return bool(self.samples) and all(s.reference is not None for s in self.samples)
 
-    def head(self, n: int | None) -> "SampleSet":
+    def head(self, n: int | None) -> SampleSet:
         """The first ``n`` samples (all when ``n`` is None), other fields kept."""
         samples = self.samples if n is None else self.samples[:n]
         return SampleSet(self.name, samples, self.label_lut, self.eval_classes, self.pred_lut)
