@@ -1,0 +1,284 @@
+"""Speed benchmark: MACs, parameters, latency and training-step time, reference vs optimized.
+
+    python -m nightseg.bench                      # 480x272, batch 1, all models, training steps
+    python -m nightseg.bench --no-training --models segmenter pipeline_light --json out.json
+
+Models (all the project's real modules with untrained weights; speed does not depend on them):
+``segmenter`` is SegmentationModule (ERF-PSPNet, 19 classes, its own normalisation);
+``translator_full`` is CycleGANModule.translate night2day with the paper's generator
+(conf/model/translator/cyclegan.yaml: ResnetGenerator ngf=64, 9 blocks);
+``translator_light`` the same with conf/model/translator/light.yaml (LightGenerator);
+``pipeline_*`` is the strategy night2day_inference at test time: translate, clamp to [0, 1],
+segment. The reference path is fp32, eager, NCHW (``channels_last=False``); the optimized path
+is autocast (bf16 on CPU; bf16 or fp16 on CUDA) with ``channels_last=True`` and, with
+``--compile``, torch.compile. Training steps time the modules' own ``training_step`` under a
+Lightning Trainer, fp32 NCHW vs bf16-mixed channels_last: the segmenter, the default config's
+CycleGAN (cyclegan_small) and the paper's (cyclegan). Results: experiments/bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch import nn
+
+from nightseg.bench_timing import conv_peak_gflops, count_macs, n_params, time_calls, time_training_steps
+from nightseg.models.cyclegan import Night2DayPipeline
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+MODELS = ("segmenter", "translator_full", "translator_light", "pipeline_full", "pipeline_light")
+TRANSLATOR_CONFIGS = {"full": "cyclegan", "light": "light"}  # conf/model/translator/<name>.yaml
+# Training rows: name -> module builder key (segmenter or a translator config name).
+TRAINING = {"segmenter": "segmenter", "translator_small": "cyclegan_small",
+            "translator_paper": "cyclegan"}
+# The configs' training batch sizes: data.batch_size (segmenter), data.translate_batch_size (CycleGAN).
+TRAIN_BATCH = {"segmenter": 8, "translator_small": 1, "translator_paper": 1}
+NUM_CLASSES = 19
+
+
+# ---- building the real modules ---------------------------------------------------------------
+def _model_config(group: str, option: str):
+    if not (CONF_DIR / "config.yaml").is_file():
+        raise FileNotFoundError(f"nightseg.bench needs the config directory {CONF_DIR}; run it from "
+                                f"a source checkout (pip install -e .)")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model/{group}={option}"])
+    return cfg.model[group]
+
+
+def build_segmenter(channels_last: bool) -> pl.LightningModule:
+    cfg = _model_config("segmenter", "erf_pspnet")
+    return instantiate(cfg, num_classes=NUM_CLASSES, channels_last=channels_last)
+
+
+def build_translator(config: str, channels_last: bool) -> pl.LightningModule:
+    """CycleGANModule from conf/model/translator/<config>.yaml (both generators, both critics)."""
+    return instantiate(_model_config("translator", config), _recursive_=False, _convert_="all",
+                       channels_last=channels_last)
+
+
+class SegmentPipeline(nn.Module):
+    """night2day_inference at test time: translate night->day, clamp to [0, 1], segment."""
+
+    def __init__(self, translator: pl.LightningModule, segmenter: pl.LightningModule):
+        super().__init__()
+        self.translate = Night2DayPipeline(translator)
+        self.segmenter = segmenter
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.segmenter(self.translate(image).clamp(0, 1))
+
+
+class Translate(nn.Module):
+    """CycleGANModule.translate(image, "night2day") as a module (for torch.compile and counting)."""
+
+    def __init__(self, translator: pl.LightningModule):
+        super().__init__()
+        self.translator = translator
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.translator.translate(image, "night2day")
+
+
+def build_model(name: str, channels_last: bool, seed: int = 0) -> nn.Module:
+    """One of MODELS in eval mode; the same seed gives the same weights in both settings."""
+    if name not in MODELS:
+        raise ValueError(f"--models got {name!r}; choose from {', '.join(MODELS)}")
+    torch.manual_seed(seed)
+    kind, _, variant = name.partition("_")
+    if kind == "segmenter":
+        model: nn.Module = build_segmenter(channels_last)
+    else:
+        translator = build_translator(TRANSLATOR_CONFIGS[variant], channels_last)
+        model = Translate(translator) if kind == "translator" else SegmentPipeline(
+            translator, build_segmenter(channels_last))
+    return model.eval()
+
+
+def model_pair(name: str, device: torch.device, compile_optimized: bool = False
+               ) -> tuple[nn.Module, Callable]:
+    """(reference fp32 NCHW module, optimized channels_last callable) with identical weights."""
+    reference = build_model(name, channels_last=False).to(device)
+    optimized = build_model(name, channels_last=True)
+    optimized.load_state_dict(reference.state_dict())
+    optimized = optimized.to(device, memory_format=torch.channels_last)
+    if not compile_optimized:
+        return reference, optimized
+    # Freezing lets inductor fold batch norms into convs and pre-pack the weights for oneDNN
+    # (inference only: the weights become constants of the compiled graph).
+    return reference, torch.compile(optimized.requires_grad_(False), options={"freezing": True})
+
+
+def inference_params(model: nn.Module) -> int:
+    """Parameters used at inference: the night2day generator only, not the whole CycleGAN."""
+    if isinstance(model, Translate):
+        return n_params(model.translator.night2day)
+    if isinstance(model, SegmentPipeline):
+        return n_params(model.translate.translator.night2day) + n_params(model.segmenter)
+    return n_params(model)
+
+
+# ---- measuring -------------------------------------------------------------------------------
+def bench_model(name: str, device: torch.device, hw: tuple[int, int], batch_size: int, runs: int,
+                warmup: int, peak_gflops: float, compile_optimized: bool = False) -> dict:
+    reference, optimized = model_pair(name, device, compile_optimized)
+    image = torch.rand(batch_size, 3, *hw, device=device)
+    macs = count_macs(reference, image[:1])
+    ref_s = time_calls(reference, (image,), device, False, runs, warmup)
+    opt_s = time_calls(optimized, (image,), device, True, runs, warmup)
+    achieved = 2 * macs * batch_size / opt_s / 1e9
+    return {"gmacs": macs / 1e9, "params_m": inference_params(reference) / 1e6,
+            "reference_ms": ref_s * 1e3, "optimized_ms": opt_s * 1e3, "speedup": ref_s / opt_s,
+            "fps": batch_size / opt_s, "peak_fraction": achieved / peak_gflops}
+
+
+def training_sample(name: str, hw: tuple[int, int], seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    if name == "segmenter":
+        return {"image": torch.rand(3, *hw, generator=g),
+                "mask": torch.randint(0, NUM_CLASSES, hw, generator=g)}
+    return {"day": torch.rand(3, *hw, generator=g), "night": torch.rand(3, *hw, generator=g)}
+
+
+def bench_training(name: str, device: torch.device, hw: tuple[int, int], batch_size: int,
+                   runs: int, warmup: int) -> dict:
+    key = TRAINING[name]
+
+    def build(channels_last: bool) -> pl.LightningModule:
+        torch.manual_seed(0)
+        if key == "segmenter":
+            return build_segmenter(channels_last)
+        return build_translator(key, channels_last)
+
+    sample = training_sample(name, hw)
+    ref_s = time_training_steps(build, sample, device, False, batch_size, runs, warmup)
+    opt_s = time_training_steps(build, sample, device, True, batch_size, runs, warmup)
+    return {"reference_ms": ref_s * 1e3, "optimized_ms": opt_s * 1e3, "speedup": ref_s / opt_s}
+
+
+# ---- command line ----------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m nightseg.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--height", type=int, default=272)
+    p.add_argument("--width", type=int, default=480)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS, metavar="MODEL",
+                   help=f"any of: {' '.join(MODELS)}")
+    p.add_argument("--runs", type=int, default=20, help="timed inference calls per setting")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
+    p.add_argument("--train-runs", type=int, default=5, help="timed training steps per setting")
+    p.add_argument("--train-warmup", type=int, default=2, help="untimed training steps first")
+    p.add_argument("--train-batch-size", type=int, default=None,
+                   help="training batch for every module (default: the configs', 8 for the "
+                        "segmenter and 1 for CycleGAN)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: all cores this process may use)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile (inductor, freezing) the optimized inference path; "
+                        "compiles once per model, 5-20 s each on 2 CPU cores")
+    p.add_argument("--no-training", action="store_true", help="skip the training-step timings")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results here")
+    args = p.parse_args(argv)
+    for key in ("height", "width", "batch_size", "runs", "train_runs"):
+        if getattr(args, key) < 1:
+            p.error(f"--{key.replace('_', '-')} must be >= 1")
+    for key in ("warmup", "train_warmup"):
+        if getattr(args, key) < 0:
+            p.error(f"--{key.replace('_', '-')} must be >= 0")
+    if args.train_batch_size is not None and args.train_batch_size < 2 and not args.no_training:
+        p.error("--train-batch-size must be >= 2: the segmenter's batch norm (pyramid pooling "
+                "at 1x1) needs two images per training batch")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible; use --device cpu")
+    return args
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def warn_if_busy() -> None:
+    """Timings assume the cores are ours; say so when other processes compete for them (a shared
+    2-core machine makes every parallel region wait for a descheduled thread)."""
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
+        print(f"warning: 1-minute load average {os.getloadavg()[0]:.1f}; other processes "
+              f"are using the CPU, so timings will be slower and noisier than on an idle machine",
+              file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads or default_threads())
+    hw = (args.height, args.width)
+    # Same run, same setting, so that peak_fraction compares like with like.
+    peak = conv_peak_gflops(device, batch_size=args.batch_size)
+    result = {"device": device.type, "resolution": [args.height, args.width],
+              "conv_peak_gflops": peak, "models": {}, "training": {}}
+    for name in args.models:
+        result["models"][name] = bench_model(name, device, hw, args.batch_size, args.runs,
+                                             args.warmup, peak, args.compile)
+    if not args.no_training:
+        for name in TRAINING:
+            batch = args.train_batch_size or TRAIN_BATCH[name]
+            result["training"][name] = bench_training(name, device, hw, batch, args.train_runs,
+                                                      args.train_warmup)
+    return result
+
+
+def print_table(result: dict, args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    h, w = result["resolution"]
+    title = (f"{result['device']} {w}x{h} batch {args.batch_size}, {torch.get_num_threads()} threads; "
+             f"conv peak {result['conv_peak_gflops']:.0f} GFLOP/s")
+    t = Table(title=f"Inference: {title}")
+    for col in ("model", "GMACs", "params M", "fp32 ms", "optimized ms", "speedup", "fps", "% peak"):
+        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    for name, r in result["models"].items():
+        t.add_row(name, f"{r['gmacs']:.2f}", f"{r['params_m']:.2f}", f"{r['reference_ms']:.1f}",
+                  f"{r['optimized_ms']:.1f}", f"{r['speedup']:.2f}x", f"{r['fps']:.1f}",
+                  f"{100 * r['peak_fraction']:.1f}")
+    console = Console()
+    console.print(t)
+    if result["training"]:
+        t = Table(title="Training step (training_step + backward + optimizer steps)")
+        for col in ("module", "fp32 NCHW ms", "optimized ms", "speedup"):
+            t.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
+        for name, r in result["training"].items():
+            t.add_row(name, f"{r['reference_ms']:.0f}", f"{r['optimized_ms']:.0f}", f"{r['speedup']:.2f}x")
+        console.print(t)
+
+
+def _rounded(x):
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    return round(x, 4) if isinstance(x, float) else x
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    warn_if_busy()
+    result = _rounded(run(args))
+    print_table(result, args)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, args.json)  # never a half-written results file
+    return result
+
+
+if __name__ == "__main__":
+    main()
