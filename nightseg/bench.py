@@ -220,6 +220,10 @@ def warn_if_busy() -> None:
 def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads or default_threads())
+    if device.type == "cuda":
+        # The reference is true fp32: no TF32 tensor-core shortcut (autocast paths are unaffected).
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     hw = (args.height, args.width)
     # Same run, same setting, so that peak_fraction compares like with like.
     peak = conv_peak_gflops(device, batch_size=args.batch_size)
@@ -251,6 +255,8 @@ def print_table(result: dict, args: argparse.Namespace) -> None:
                   f"{r['optimized_ms']:.1f}", f"{r['speedup']:.2f}x", f"{r['fps']:.1f}",
                   f"{100 * r['peak_fraction']:.1f}")
     console = Console()
+    if not console.is_terminal:  # a log file: wide enough for the whole table
+        console = Console(width=120)
     console.print(t)
     if result["training"]:
         t = Table(title="Training step (training_step + backward + optimizer steps)")

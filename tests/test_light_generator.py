@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from nightseg.bench_timing import count_macs
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.nets.generator import ResnetGenerator
-from nightseg.nets.light_generator import LightGenerator
+from nightseg.nets.light_generator import InstanceNorm, LightGenerator
 from tests.conftest import compose_cfg
 
 
@@ -31,6 +31,15 @@ def test_norm_options_build_and_train(norm):
     # Zero-initialised projections still get a gradient, so the blocks can leave the identity.
     projections = [b.body[-1] if norm == "none" else b.body[-2] for b in g.blocks]
     assert all(p.weight.grad.abs().sum() > 0 for p in projections)
+
+
+@pytest.mark.parametrize("hw", [(5, 7), (32, 40)])  # below and above the group-norm switch
+@pytest.mark.parametrize("grad", [False, True])
+def test_instance_norm_kernels_agree_with_torch(hw, grad):
+    x = torch.randn(2, 8, *hw).contiguous(memory_format=torch.channels_last).requires_grad_(grad)
+    with torch.set_grad_enabled(grad):
+        out = InstanceNorm(8)(x)
+    torch.testing.assert_close(out, torch.nn.InstanceNorm2d(8)(x), atol=1e-5, rtol=1e-5)
 
 
 def test_unknown_norm_names_the_key():
