@@ -128,13 +128,9 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict | None:
         sample = self.set.samples[i]
-        try:
-            arrays = load_sample(sample, self.set.label_lut, self.valid_max)
-        except DataError as e:
-            if self.on_error == "skip":
-                log.warning("skipped %s", e)
-                return None
-            raise
+        arrays = _read_or_skip(self.on_error, load_sample, sample, self.set.label_lut, self.valid_max)
+        if arrays is None:
+            return None
         if self.transform is not None:
             arrays = _apply(self.transform, arrays)
         out = {"image": to_tensor_image(arrays["image"]), "name": sample.name, "index": i}
@@ -143,6 +139,18 @@ class SegmentationDataset(Dataset):
         if "reference" in arrays:
             out["reference"] = to_tensor_image(arrays["reference"])
         return out
+
+
+def _read_or_skip(on_error: str, read, *args):
+    """``read(*args)``; with on_error="skip" a DataError is logged (naming the file) and None
+    returned, so the collate function can drop and count the sample."""
+    try:
+        return read(*args)
+    except DataError as e:
+        if on_error == "skip":
+            log.warning("skipped %s", e)
+            return None
+        raise
 
 
 def _apply(transform: A.BasicTransform, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -175,13 +183,9 @@ class UnpairedDataset(Dataset):
         return max(len(self.day), len(self.night))
 
     def _load(self, sample: Sample) -> torch.Tensor | None:
-        try:
-            img = read_image(sample.image)
-        except DataError as e:
-            if self.on_error == "skip":
-                log.warning("skipped %s", e)
-                return None
-            raise
+        img = _read_or_skip(self.on_error, read_image, sample.image)
+        if img is None:
+            return None
         if self.transform is not None:
             img = self.transform(image=img)["image"]
         return to_tensor_image(img)
