@@ -91,3 +91,39 @@ def test_wandb_offline_run_is_written_and_closed(tmp_path, smoke_overrides, monk
     import wandb
 
     assert wandb.run is None  # closed, so the next job of a sweep starts a fresh run
+
+
+def test_killed_stage_resumes_from_its_last_checkpoint(tmp_path, smoke_overrides, monkeypatch):
+    import pytorch_lightning as pl
+    import torch
+
+    overrides = smoke_overrides + ["strategy=augment", "night_count=0", f"paths.cache_dir={tmp_path}/c"]
+    real_save = pl.Trainer.save_checkpoint
+
+    def killed(self, filepath, *a, **kw):
+        if str(filepath).endswith("item"):  # publishing the artefact: the run dies just before
+            raise KeyboardInterrupt
+        return real_save(self, filepath, *a, **kw)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _run(overrides, tmp_path / "a")
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", real_save)
+    last = list((tmp_path / "c" / "stages" / "segmenter").glob("*/work/last.ckpt"))
+    assert len(last) == 1
+    saved = torch.load(last[0], map_location="cpu", weights_only=False)
+    assert saved["global_step"] > 0
+
+    from nightseg.models.segmentation import SegmentationModule
+
+    steps = []
+    real_step = SegmentationModule.training_step
+    monkeypatch.setattr(SegmentationModule, "training_step",
+                        lambda self, *a: steps.append(1) or real_step(self, *a))
+    m = _run(overrides, tmp_path / "b")  # the same command again: resumes, nothing left to train
+    assert steps == []  # restored at the end of its last epoch, not retrained from scratch
+    assert m["stages"]["segmenter"] == "trained"
+    final = torch.load(m["checkpoints"]["segmenter"], map_location="cpu", weights_only=False)
+    for k, v in saved["state_dict"].items():
+        assert torch.equal(v, final["state_dict"][k]), k
+    assert not last[0].exists()  # published: the resume state is removed
