@@ -27,7 +27,7 @@ from nightseg.config import validate
 from nightseg.results import print_table
 from nightseg.stages import Job
 from nightseg.strategies import STRATEGIES
-from nightseg.utils import ConfigError
+from nightseg.utils import ConfigError, DataError
 
 log = logging.getLogger("nightseg")
 # Lightning advertises a hosted logger at every Trainer; once per stage is noise in the run log.
@@ -81,7 +81,11 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    try:
+        run(cfg)
+    except (ConfigError, DataError) as e:
+        # Bad input, not a bug: one line naming the key or file and the fix, no traceback.
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

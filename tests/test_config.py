@@ -53,3 +53,16 @@ def test_unknown_group_option_is_rejected_by_hydra():
 
     with pytest.raises(MissingConfigException, match="strategy"):
         compose_cfg(["strategy=nonsense"])
+
+
+def test_command_line_reports_bad_input_in_one_line():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "nightseg.run", "night_count=5"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "error: night_count=5 belongs to strategy=augment" in proc.stderr
+    assert "Traceback" not in proc.stderr
