@@ -1,6 +1,7 @@
 """End to end at smoke size: both strategies, the stage cache, a 2-point sweep, the report."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -127,3 +128,19 @@ def test_killed_stage_resumes_from_its_last_checkpoint(tmp_path, smoke_overrides
     for k, v in saved["state_dict"].items():
         assert torch.equal(v, final["state_dict"][k]), k
     assert not last[0].exists()  # published: the resume state is removed
+
+
+def test_augment_under_ddp_on_two_cpu_processes(tmp_path):
+    """Translator, generated images, segmenter and evaluation under DDP (gloo, 2 processes):
+    ranks share the stage lock, write their share of the generated images, one publishes."""
+    cmd = [sys.executable, "-m", "nightseg.run", "experiment=smoke", "logger=csv",
+           "strategy=augment", "night_count=8", f"paths.cache_dir={tmp_path}/cache",
+           f"hydra.run.dir={tmp_path}/run", "trainer.accelerator=cpu", "trainer.devices=2",
+           "trainer.strategy=ddp", "data.counts.train=17"]  # odd: ranks get unequal shares
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["stages"] == {"translator": "trained", "generated_night": "trained", "segmenter": "trained"}
+    manifest = next((tmp_path / "cache" / "stages" / "night_images").glob("*/images/manifest.json"))
+    assert [e["index"] for e in json.loads(manifest.read_text())] == list(range(17))
