@@ -192,7 +192,7 @@ class CycleGANModule(Translator, pl.LightningModule):
         self.train(was_training)
         rows = [[to_uint8(a), to_uint8(b), to_uint8(c), to_uint8(d)]
                 for a, b, c, d in zip(day, d2n, night, n2d, strict=True)]
-        log_image(self.logger, "translator/samples", panel(rows), step=self.current_epoch,
+        log_image(self.logger, "samples", panel(rows), step=self.global_step,
                   caption="day | day->night | night | night->day")
 
     def configure_optimizers(self):
