@@ -88,8 +88,10 @@ def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
 def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_epochs: int,
          work_dir: Path, out: Path) -> None:
     """Fit with a last-epoch checkpoint in ``work_dir`` (resumed after a kill), save to ``out``."""
-    ckpt = ModelCheckpoint(dirpath=work_dir, filename="epoch{epoch:03d}", save_last=True,
-                           save_top_k=0, auto_insert_metric_name=False)
+    # One file, overwritten at the end of every epoch. (save_last with save_top_k=0 would not
+    # do: Lightning then writes last.ckpt only when a top-k checkpoint was written as well.)
+    ckpt = ModelCheckpoint(dirpath=work_dir, filename="last", save_top_k=1, every_n_epochs=1,
+                           enable_version_counter=False)
     trainer = make_trainer(job, stage_name, max_epochs=max_epochs, callbacks=[ckpt])
     last = work_dir / "last.ckpt"
     if last.exists():

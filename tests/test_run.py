@@ -94,39 +94,45 @@ def test_wandb_offline_run_is_written_and_closed(tmp_path, smoke_overrides, monk
     assert wandb.run is None  # closed, so the next job of a sweep starts a fresh run
 
 
+class _Killed(RuntimeError):
+    pass
+
+
 def test_killed_stage_resumes_from_its_last_checkpoint(tmp_path, smoke_overrides, monkeypatch):
-    import pytorch_lightning as pl
+    """Killed in its third epoch, a stage keeps the end of its second; the rerun trains only
+    what is left."""
     import torch
-
-    overrides = smoke_overrides + ["strategy=augment", "night_count=0", f"paths.cache_dir={tmp_path}/c"]
-    real_save = pl.Trainer.save_checkpoint
-
-    def killed(self, filepath, *a, **kw):
-        if str(filepath).endswith("item"):  # publishing the artefact: the run dies just before
-            raise KeyboardInterrupt
-        return real_save(self, filepath, *a, **kw)
-
-    monkeypatch.setattr(pl.Trainer, "save_checkpoint", killed)
-    with pytest.raises(KeyboardInterrupt):
-        _run(overrides, tmp_path / "a")
-    monkeypatch.setattr(pl.Trainer, "save_checkpoint", real_save)
-    last = list((tmp_path / "c" / "stages" / "segmenter").glob("*/work/last.ckpt"))
-    assert len(last) == 1
-    saved = torch.load(last[0], map_location="cpu", weights_only=False)
-    assert saved["global_step"] > 0
 
     from nightseg.models.segmentation import SegmentationModule
 
-    steps = []
+    overrides = smoke_overrides + ["strategy=augment", "night_count=0", f"paths.cache_dir={tmp_path}/c",
+                                   "model.segmenter.max_epochs=4"]
+    steps_per_epoch = 4  # 16 training images, batch 4
     real_step = SegmentationModule.training_step
+    steps = []
+
+    def dies_in_third_epoch(self, *a):
+        if self.current_epoch == 2:
+            raise _Killed
+        steps.append(self.current_epoch)
+        return real_step(self, *a)
+
+    monkeypatch.setattr(SegmentationModule, "training_step", dies_in_third_epoch)
+    with pytest.raises(_Killed):
+        _run(overrides, tmp_path / "a")
+    last = list((tmp_path / "c" / "stages" / "segmenter").glob("*/work/last.ckpt"))
+    assert len(last) == 1
+    saved = torch.load(last[0], map_location="cpu", weights_only=False)
+    assert saved["epoch"] == 1 and saved["global_step"] == 2 * steps_per_epoch
+
+    steps.clear()
     monkeypatch.setattr(SegmentationModule, "training_step",
-                        lambda self, *a: steps.append(1) or real_step(self, *a))
-    m = _run(overrides, tmp_path / "b")  # the same command again: resumes, nothing left to train
-    assert steps == []  # restored at the end of its last epoch, not retrained from scratch
+                        lambda self, *a: steps.append(self.current_epoch) or real_step(self, *a))
+    m = _run(overrides, tmp_path / "b")  # the same command again: resumes at epoch 2
+    assert steps == [2] * steps_per_epoch + [3] * steps_per_epoch
     assert m["stages"]["segmenter"] == "trained"
     final = torch.load(m["checkpoints"]["segmenter"], map_location="cpu", weights_only=False)
-    for k, v in saved["state_dict"].items():
-        assert torch.equal(v, final["state_dict"][k]), k
+    assert final["global_step"] == 4 * steps_per_epoch
     assert not last[0].exists()  # published: the resume state is removed
 
 
