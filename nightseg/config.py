@@ -39,6 +39,19 @@ def _check_positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None
         raise ConfigError(f"{key}={value}: must be {bound} integer")
 
 
+def check_catalog(cfg: DictConfig, catalog) -> None:
+    """Checks that need the dataset: its class count, and night_count against its day pool."""
+    if catalog.num_classes != cfg.data.num_classes:
+        raise ConfigError(f"data.num_classes={cfg.data.num_classes} but data={cfg.data.name} has "
+                          f"{catalog.num_classes} classes; set data.num_classes={catalog.num_classes}")
+    night_count = cfg.get("night_count")
+    if cfg.strategy.name == "augment" and night_count is not None:
+        pool = len(catalog.train)
+        if night_count > pool:
+            raise ConfigError(f"night_count={night_count} is larger than the labelled day pool of "
+                              f"{cfg.data.name} ({pool} images); use night_count<={pool}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for values that would fail (or silently mislead) later."""
     strategy = cfg.strategy.name

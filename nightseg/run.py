@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from nightseg.cache import StageCache
-from nightseg.config import validate
+from nightseg.config import check_catalog, validate
 from nightseg.results import print_table
 from nightseg.stages import Job
 from nightseg.strategies import STRATEGIES
@@ -63,9 +63,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     torch.set_float32_matmul_precision("high")
 
     catalog = instantiate(cfg.data.catalog)
-    if catalog.num_classes != cfg.data.num_classes:
-        raise ConfigError(f"data.num_classes={cfg.data.num_classes} but data={cfg.data.name} has "
-                          f"{catalog.num_classes} classes; set data.num_classes={catalog.num_classes}")
+    check_catalog(cfg, catalog)
     log.info("data %s: %s", cfg.data.name, catalog.summary())
     tracker = instantiate(cfg.logger, _recursive_=False, **_tracker_kwargs(cfg, run_dir))
     job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(cfg.paths.cache_dir) / "stages"),

@@ -66,3 +66,29 @@ def test_command_line_reports_bad_input_in_one_line():
     assert proc.returncode == 1
     assert "error: night_count=5 belongs to strategy=augment" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_sweep_checks_every_job_before_the_first_starts(tmp_path):
+    """The bad job is the last one; nothing may be trained before the sweep is refused."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    cmd = [sys.executable, "-m", "nightseg.run", "-m", "experiment=smoke", "logger=csv",
+           "strategy=augment", "night_count=0,99999", f"paths.cache_dir={tmp_path}/cache",
+           f"hydra.sweep.dir={tmp_path}/sweep"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "error: sweep job [" in proc.stderr and "night_count=99999 is larger than" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "sweep").exists()  # job 0 never started
+    assert not (tmp_path / "cache" / "stages").exists()
+
+
+def test_sweep_jobs_expand_like_the_basic_sweeper():
+    from nightseg.sweep import sweep_jobs
+
+    assert sweep_jobs(["night_count=0,5", "seed=0,1", "strategy=augment"]) == [
+        ["night_count=0", "seed=0", "strategy=augment"], ["night_count=0", "seed=1", "strategy=augment"],
+        ["night_count=5", "seed=0", "strategy=augment"], ["night_count=5", "seed=1", "strategy=augment"]]
