@@ -120,6 +120,7 @@ def test_killed_stage_resumes_from_its_last_checkpoint(tmp_path, smoke_overrides
     monkeypatch.setattr(SegmentationModule, "training_step", dies_in_third_epoch)
     with pytest.raises(_Killed):
         _run(overrides, tmp_path / "a")
+    assert steps == [0] * steps_per_epoch + [1] * steps_per_epoch
     last = list((tmp_path / "c" / "stages" / "segmenter").glob("*/work/last.ckpt"))
     assert len(last) == 1
     saved = torch.load(last[0], map_location="cpu", weights_only=False)
