@@ -78,17 +78,6 @@ class SegmentPipeline(nn.Module):
         return self.segmenter(self.translate(image).clamp(0, 1))
 
 
-class Translate(nn.Module):
-    """CycleGANModule.translate(image, "night2day") as a module (for torch.compile and counting)."""
-
-    def __init__(self, translator: pl.LightningModule):
-        super().__init__()
-        self.translator = translator
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.translator.translate(image, "night2day")
-
-
 def build_model(name: str, channels_last: bool, seed: int = 0) -> nn.Module:
     """One of MODELS in eval mode; the same seed gives the same weights in both settings."""
     if name not in MODELS:
@@ -99,7 +88,7 @@ def build_model(name: str, channels_last: bool, seed: int = 0) -> nn.Module:
         model: nn.Module = build_segmenter(channels_last)
     else:
         translator = build_translator(TRANSLATOR_CONFIGS[variant], channels_last)
-        model = Translate(translator) if kind == "translator" else SegmentPipeline(
+        model = Night2DayPipeline(translator) if kind == "translator" else SegmentPipeline(
             translator, build_segmenter(channels_last))
     return model.eval()
 
@@ -120,7 +109,7 @@ def model_pair(name: str, device: torch.device, compile_optimized: bool = False
 
 def inference_params(model: nn.Module) -> int:
     """Parameters used at inference: the night2day generator only, not the whole CycleGAN."""
-    if isinstance(model, Translate):
+    if isinstance(model, Night2DayPipeline):
         return n_params(model.translator.night2day)
     if isinstance(model, SegmentPipeline):
         return n_params(model.translate.translator.night2day) + n_params(model.segmenter)
