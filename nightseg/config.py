@@ -91,28 +91,29 @@ def validate(cfg: DictConfig) -> None:
             "override (it follows the data by default)")
 
 
-def data_spec(cfg: DictConfig) -> dict:
-    """The part of the data config that determines what a model is trained on.
+# The data settings that change what each stage learns or produces (data_spec's ``keys``).
+TRANSLATOR_DATA_KEYS = ("resize", "translate_crop", "translate_batch_size", "hflip")
+SEGMENTER_DATA_KEYS = ("resize", "train_crop", "batch_size", "hflip")
+GENERATED_DATA_KEYS = ("resize",)
 
-    Loader settings (workers, evaluation batch size) and error handling do not change a trained
-    model, so they stay out of the cache keys.
+
+def data_spec(cfg: DictConfig, sets: Sequence, keys: Sequence[str],
+              class_names: Sequence[str] | None = None) -> dict:
+    """The part of the data that determines what a stage is trained on, for its cache key.
+
+    Only the stage's training sets (their files, label mappings and own sizes; see
+    ``SampleSet.fingerprint``) and the data settings in ``keys``: validation and test sets, loader
+    settings and error handling do not change a trained model, so adding a test set or pointing a
+    test root elsewhere re-scores cached models instead of retraining them (issue 9). Moving a
+    dataset root keeps the keys too.
     """
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    for key in ("num_workers", "eval_batch_size", "on_error"):
-        data.pop(key, None)
-    _drop_key(data.get("catalog"), "on_missing")
-    return data
-
-
-def _drop_key(node, key: str) -> None:
-    """Remove ``key`` from a nested config container, at every depth."""
-    if isinstance(node, dict):
-        node.pop(key, None)
-        for v in node.values():
-            _drop_key(v, key)
-    elif isinstance(node, list):
-        for v in node:
-            _drop_key(v, key)
+    spec = {"sets": [s.fingerprint() for s in sets]}
+    for key in keys:
+        value = OmegaConf.select(cfg, f"data.{key}")
+        spec[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    if class_names is not None:
+        spec["classes"] = list(class_names)
+    return spec
 
 
 def trainer_spec(cfg: DictConfig) -> dict:

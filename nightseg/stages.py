@@ -25,7 +25,13 @@ from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, R
 from torch.utils.data import DataLoader
 
 from nightseg.cache import StageCache
-from nightseg.config import data_spec, trainer_spec
+from nightseg.config import (
+    GENERATED_DATA_KEYS,
+    SEGMENTER_DATA_KEYS,
+    TRANSLATOR_DATA_KEYS,
+    data_spec,
+    trainer_spec,
+)
 from nightseg.data.catalog import DataCatalog, Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, build_transform
 from nightseg.data.io import SegmentationDataset, collate_skipping
@@ -113,7 +119,10 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
     cfg, data = job.cfg, job.cfg.data
     tcfg = translator_cfg if translator_cfg is not None else cfg.model.translator
     module_cls = get_class(tcfg._target_)
-    spec = {"translator": OmegaConf.to_container(tcfg, resolve=True), "data": data_spec(cfg),
+    catalog = job.catalog
+    spec = {"translator": OmegaConf.to_container(tcfg, resolve=True),
+            "data": data_spec(cfg, [catalog.translate_day, catalog.translate_night],
+                              TRANSLATOR_DATA_KEYS),
             "seed": cfg.translator_seed, "trainer": trainer_spec(cfg)}
     built: dict[str, Translator] = {}
 
@@ -176,14 +185,15 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
     order, as PNG images with their labels. Returns the set (in that order) and its cache key."""
     cfg, data, pool = job.cfg, job.cfg.data, job.catalog.train
     order_seed = int(cfg.strategy.order_seed)
-    spec = {"translator": translator_key, "data": data_spec(cfg), "order_seed": order_seed,
-            "trainer": trainer_spec(cfg)}
+    spec = {"translator": translator_key, "data": data_spec(cfg, [pool], GENERATED_DATA_KEYS),
+            "order_seed": order_seed, "trainer": trainer_spec(cfg)}
 
     def build(stage, out: Path) -> None:
         order = pool_order(len(pool), order_seed)
-        ordered = SampleSet(pool.name, [pool.samples[i] for i in order], pool.label_lut)
-        ds = SegmentationDataset(ordered, build_transform(data.resize), job.catalog.num_classes,
-                                 data.on_error)
+        ordered = SampleSet(pool.name, [pool.samples[i] for i in order], pool.label_lut,
+                            resize=pool.resize)
+        ds = SegmentationDataset(ordered, build_transform(pool.resize or data.resize),
+                                 job.catalog.num_classes, data.on_error)
         loader = DataLoader(ds, batch_size=data.eval_batch_size, num_workers=data.num_workers,
                             collate_fn=collate_skipping)
         # Every rank writes its share into the shared work directory; rank zero then publishes it.
@@ -217,7 +227,9 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
     """
     cfg, data = job.cfg, job.cfg.data
     spec = {"segmenter": OmegaConf.to_container(cfg.model.segmenter, resolve=True),
-            "data": data_spec(cfg), "seed": cfg.seed, "trainer": trainer_spec(cfg),
+            "data": data_spec(cfg, [job.catalog.train], SEGMENTER_DATA_KEYS,
+                              job.catalog.class_names),
+            "seed": cfg.seed, "trainer": trainer_spec(cfg),
             "extra": extra_spec if extra else None}
     built: dict[str, SegmentationModule] = {}
 

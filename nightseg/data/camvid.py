@@ -90,6 +90,20 @@ def pred_lut(mapping: dict, source: str = MAPPING_FILE) -> list[int]:
     return out
 
 
+def cityscapes_to_camvid_lut(mapping: dict = MAPPING, source: str = "camvid.MAPPING") -> list[int]:
+    """A 256-entry label LUT reading Cityscapes train-id labels as CamVid classes.
+
+    The same many-to-one map that scores a 19-class model on CamVid (``pred_cs_to_camvid``, e.g.
+    truck/bus/train -> car, rider/motorcycle/bicycle -> bicyclist), applied to ground truth instead
+    of predictions, so a CamVid-trained model can be scored on Cityscapes-labelled night images.
+    255 stays ignored; other values are unknown.
+    """
+    lut = identity_lut([], ())
+    for train_id, camvid_class in enumerate(pred_lut(mapping, source)):
+        lut[train_id] = camvid_class
+    return lut
+
+
 def cityscapes_train_lut(mapping: dict, source: str = MAPPING_FILE) -> list[int]:
     """CamVid label value -> Cityscapes train id, merges resolved by MERGE_REPRESENTATIVE."""
     lut = camvid_lut()

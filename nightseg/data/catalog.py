@@ -8,6 +8,8 @@ labelled day images to train and validate the segmenter, labelled night test set
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +44,8 @@ class SampleSet:
     values); None means the files already hold class ids. ``eval_classes`` and ``pred_lut`` let a
     model with other classes be scored on this set: predictions are mapped through ``pred_lut``
     (model class -> set class) and metrics are reported over ``eval_classes``. Both None means the
-    set uses the model's classes.
+    set uses the model's classes. ``resize`` = [rows, cols] is the set's own size, used instead
+    of ``data.resize`` (a source whose aspect ratio differs from the others keeps its own).
     """
 
     name: str
@@ -50,6 +53,7 @@ class SampleSet:
     label_lut: list[int] | None = None
     eval_classes: tuple[str, ...] | None = None
     pred_lut: list[int] | None = None
+    resize: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -65,7 +69,31 @@ class SampleSet:
     def head(self, n: int | None) -> SampleSet:
         """The first ``n`` samples (all when ``n`` is None), other fields kept."""
         samples = self.samples if n is None else self.samples[:n]
-        return SampleSet(self.name, samples, self.label_lut, self.eval_classes, self.pred_lut)
+        return SampleSet(self.name, samples, self.label_lut, self.eval_classes, self.pred_lut,
+                         self.resize)
+
+    def fingerprint(self) -> dict:
+        """What identifies this set's training content, for stage cache keys.
+
+        Each file counts by its path relative to the grandparent of the set's common folder
+        (so moving a dataset root elsewhere keeps the key, while the dataset folder's own name
+        and the split folders stay in it) and by its size in bytes; together with the label
+        mapping and the set's own size. The set's name and its test-time fields are left out:
+        they do not change what a model learns from it.
+        """
+        files = [p for s in self.samples for p in (s.image, s.label) if p is not None]
+        digest = hashlib.sha256()
+        if files:
+            base = Path(os.path.commonpath([str(p.parent) for p in files])).parent.parent
+            for s in self.samples:
+                for p in (s.image, s.label):
+                    rel = "-" if p is None else p.relative_to(base).as_posix()
+                    size = p.stat().st_size if p is not None and p.is_file() else -1
+                    digest.update(f"{rel}\t{size}\n".encode())
+        lut = None if self.label_lut is None else hashlib.sha256(
+            ",".join(map(str, self.label_lut)).encode()).hexdigest()[:16]
+        return {"count": len(self.samples), "files": digest.hexdigest()[:16], "label_lut": lut,
+                "resize": list(self.resize) if self.resize else None}
 
 
 @dataclass

@@ -66,22 +66,25 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
-        self.train_transform = build_transform(resize, train_crop, hflip)
-        self.eval_transform = build_transform(resize)
+        self.resize, self.train_crop, self.hflip = resize, train_crop, hflip
         self.on_error = on_error
 
-    def _dataset(self, s: SampleSet, transform) -> SegmentationDataset:
+    def _dataset(self, s: SampleSet, train: bool = False) -> SegmentationDataset:
+        # A set with a size of its own (SampleSet.resize) keeps it; the others take data.resize.
+        resize = s.resize or self.resize
+        transform = (build_transform(resize, self.train_crop, self.hflip) if train
+                     else build_transform(resize))
         # A set scored in its own class space (eval_classes) holds labels of those classes.
         num_classes = len(s.eval_classes) if s.eval_classes else self.num_classes
         return SegmentationDataset(s, transform, num_classes, self.on_error)
 
     def train_dataloader(self) -> DataLoader:
-        ds = ConcatDataset([self._dataset(s, self.train_transform) for s in self.train_sets])
+        ds = ConcatDataset([self._dataset(s, train=True) for s in self.train_sets])
         drop_last = len(ds) > self.batch_size  # BatchNorm needs more than one sample
         return _loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=drop_last)
 
     def _eval_loaders(self, sets: list[SampleSet]) -> list[DataLoader]:
-        return [_loader(self._dataset(s, self.eval_transform), self.eval_batch_size,
+        return [_loader(self._dataset(s), self.eval_batch_size,
                         self.num_workers, shuffle=False) for s in sets]
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -104,9 +107,12 @@ class TranslationDataModule(pl.LightningDataModule):
         self.day, self.night = day, night
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.transform = build_transform(resize, crop, hflip)
+        # Each domain at its own size where its set has one (SampleSet.resize), then cropped alike.
+        self.day_transform = build_transform(day.resize or resize, crop, hflip)
+        self.night_transform = build_transform(night.resize or resize, crop, hflip)
         self.on_error = on_error
 
     def train_dataloader(self) -> DataLoader:
-        ds = UnpairedDataset(self.day, self.night, self.transform, self.on_error)
+        ds = UnpairedDataset(self.day, self.night, self.day_transform, self.on_error,
+                             night_transform=self.night_transform)
         return _loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=True)

@@ -171,29 +171,31 @@ class UnpairedDataset(Dataset):
     """
 
     def __init__(self, day: SampleSet, night: SampleSet, transform: A.BasicTransform | None = None,
-                 on_error: str = "raise"):
+                 on_error: str = "raise", night_transform: A.BasicTransform | None = None):
         if not day.samples or not night.samples:
             raise DataError(f"translation needs day and night images; found {len(day)} day "
                             f"({day.name}) and {len(night)} night ({night.name})")
         self.day, self.night = day.samples, night.samples
         self.transform = transform
+        # The night images' own transform (another size), else the same as the day images'.
+        self.night_transform = night_transform if night_transform is not None else transform
         self.on_error = on_error
 
     def __len__(self) -> int:
         return max(len(self.day), len(self.night))
 
-    def _load(self, sample: Sample) -> torch.Tensor | None:
+    def _load(self, sample: Sample, transform: A.BasicTransform | None) -> torch.Tensor | None:
         img = _read_or_skip(self.on_error, read_image, sample.image)
         if img is None:
             return None
-        if self.transform is not None:
-            img = self.transform(image=img)["image"]
+        if transform is not None:
+            img = transform(image=img)["image"]
         return to_tensor_image(img)
 
     def __getitem__(self, i: int) -> dict | None:
-        day = self._load(self.day[i % len(self.day)])
+        day = self._load(self.day[i % len(self.day)], self.transform)
         # Python's random is reseeded per worker by Lightning's seed_everything(workers=True).
-        night = self._load(self.night[random.randrange(len(self.night))])
+        night = self._load(self.night[random.randrange(len(self.night))], self.night_transform)
         if day is None or night is None:
             return None
         return {"day": day, "night": night}
