@@ -2,7 +2,8 @@
 
 Collects every job's metrics.json below the sweep directory and writes
 - ``runs.csv``: one row per job, test set and condition;
-- ``summary.csv`` / ``summary.md``: mean, standard deviation and number of seeds per point;
+- ``summary.csv`` / ``summary.md``: mean, standard deviation and number of seeds per point
+  (summary.md: mIoU and pixel accuracy per test set, then per-class IoU for each test set);
 - ``miou_vs_night_count.png``: mIoU against night_count per test set, with error bars (one
   standard deviation over seeds) where several seeds were swept; night2day_inference jobs of the
   same directory appear as dashed lines.
@@ -34,8 +35,14 @@ def collect(sweep_dir: Path) -> list[dict]:
             rows.append({"job": str(path.parent.relative_to(sweep_dir)), "strategy": m["strategy"],
                          "night_count": m["night_count"], "seed": m["seed"], "data": m["data"],
                          "test_set": r["test_set"], "condition": r["condition"],
-                         **{k: r[k] for k in METRICS}})
+                         **{k: r[k] for k in METRICS},
+                         **{f"iou/{c}": v for c, v in r.get("per_class_iou", {}).items()}})
     return rows
+
+
+def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
+    mean = round(statistics.fmean(vals), 3) if vals else None
+    return mean, round(statistics.stdev(vals), 3) if len(vals) > 1 else None
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -47,10 +54,10 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for (strategy, condition, test_set, nc), rs in groups.items():
         row = {"strategy": strategy, "condition": condition, "test_set": test_set,
                "night_count": nc, "n_seeds": len({r["seed"] for r in rs})}
-        for k in METRICS:
-            vals = [r[k] for r in rs if r[k] is not None]
-            row[f"{k}_mean"] = round(statistics.fmean(vals), 3) if vals else None
-            row[f"{k}_std"] = round(statistics.stdev(vals), 3) if len(vals) > 1 else None
+        classes = dict.fromkeys(k for r in rs for k in r if k.startswith("iou/"))
+        for k in (*METRICS, *classes):
+            row[f"{k}_mean"], row[f"{k}_std"] = _mean_std([r[k] for r in rs
+                                                           if r.get(k) is not None])
         out.append(row)
     out.sort(key=lambda r: (r["strategy"], r["condition"], r["test_set"],
                             -1 if r["night_count"] is None else r["night_count"]))
@@ -59,13 +66,14 @@ def aggregate(rows: list[dict]) -> list[dict]:
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        # Rows of several datasets may name different classes: the union of their keys.
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         w.writeheader()
         w.writerows(rows)
 
 
 def _cell(row: dict, k: str = "miou") -> str:
-    mean, std = row[f"{k}_mean"], row[f"{k}_std"]
+    mean, std = row.get(f"{k}_mean"), row.get(f"{k}_std")
     if mean is None:
         return "-"
     return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
@@ -77,18 +85,33 @@ def _label(row: dict) -> str:
     return f"{row['strategy']} ({row['condition']})"
 
 
-def pivot(summary: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Rows = strategy / night_count / condition, columns = test sets, cells = mIoU mean ± std."""
+def pivot(summary: list[dict], metric: str = "miou", title: str = "mIoU %"
+          ) -> tuple[list[str], list[list[str]]]:
+    """Rows = strategy / night_count / condition, columns = test sets, cells = mean ± std."""
     sets = list(dict.fromkeys(r["test_set"] for r in summary))
     lines: dict[str, dict[str, dict]] = {}
     for r in summary:
         lines.setdefault(_label(r), {})[r["test_set"]] = r
-    header = ["run", "seeds"] + [f"{s} mIoU %" for s in sets]
+    header = ["run", "seeds"] + [f"{s} {title}" for s in sets]
     body = []
     for label, by_set in lines.items():
         n = max(r["n_seeds"] for r in by_set.values())
-        body.append([label, str(n)] + [_cell(by_set[s]) if s in by_set else "" for s in sets])
+        body.append([label, str(n)] + [_cell(by_set[s], metric) if s in by_set else "" for s in sets])
     return header, body
+
+
+def per_class(summary: list[dict], test_set: str) -> tuple[list[str], list[list[str]]]:
+    """Rows = runs, columns = classes, cells = IoU mean ± std on ``test_set`` ("-": absent)."""
+    rows = [r for r in summary if r["test_set"] == test_set]
+    classes = list(dict.fromkeys(k[len("iou/"):-len("_mean")] for r in rows for k in r
+                                 if k.startswith("iou/") and k.endswith("_mean")))
+    header = ["run", *classes]
+    return header, [[_label(r), *(_cell(r, f"iou/{c}") for c in classes)] for r in rows]
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> str:
+    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(md + ["| " + " | ".join(line) + " |" for line in body])
 
 
 def plot(summary: list[dict], path: Path) -> None:
@@ -139,11 +162,12 @@ def report(sweep_dir: str | Path, console: Console | None = None) -> dict[str, P
     _write_csv(paths["runs"], rows)
     _write_csv(paths["summary_csv"], summary)
     header, body = pivot(summary)
-    md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    md += ["| " + " | ".join(line) + " |" for line in body]
-    paths["summary_md"].write_text(
-        f"# Sweep summary: {sweep_dir}\n\nmIoU in percent, mean ± sample std over seeds.\n\n"
-        + "\n".join(md) + "\n")
+    sections = [f"# Sweep summary: {sweep_dir}", "Values in percent, mean ± sample std over seeds.",
+                "## mIoU", _markdown(header, body),
+                "## Pixel accuracy", _markdown(*pivot(summary, "pixel_acc", "pixel acc %"))]
+    for test_set in dict.fromkeys(r["test_set"] for r in summary):
+        sections += [f"## Per-class IoU on {test_set}", _markdown(*per_class(summary, test_set))]
+    paths["summary_md"].write_text("\n\n".join(sections) + "\n")
     plot(summary, paths["plot"])
     console = console or Console()
     table = Table(title=f"sweep {sweep_dir}")

@@ -101,9 +101,10 @@ def make_cityscapes(root: Path, label_kind: str = "labelTrainIds") -> Path:
     return root
 
 
-def make_nighttime_driving(root: Path, n: int = 3) -> Path:
-    for i in range(n):
-        stem = f"{i}_frame_{i:04d}"
+def make_nighttime_driving(root: Path, n: int = 3, start: int = 0) -> Path:
+    """``n`` frames numbered from ``start`` (another ``start`` makes a folder of other frames)."""
+    for i in range(start, start + n):
+        stem = f"0_frame_{i:04d}"
         write_image(root / f"leftImg8bit/test/night/{stem}_leftImg8bit.png", seed=i)
         write_label(root / f"gtCoarse_daytime_trainvaltest/test/night/{stem}_gtCoarse_labelTrainIds.png",
                     TRAIN_IDS)

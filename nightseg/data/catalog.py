@@ -75,21 +75,25 @@ class SampleSet:
     def fingerprint(self) -> dict:
         """What identifies this set's training content, for stage cache keys.
 
-        Each file counts by its path relative to the grandparent of the set's common folder
-        (so moving a dataset root elsewhere keeps the key, while the dataset folder's own name
-        and the split folders stay in it) and by its size in bytes; together with the label
-        mapping and the set's own size. The set's name and its test-time fields are left out:
-        they do not change what a model learns from it.
+        Each file counts by its path relative to the parent of the set's common folder (so
+        moving a dataset root elsewhere keeps the key) and its size in bytes; the bytes of the
+        first and last sample's files are hashed too (a re-rendered or replaced dataset of the same
+        names and sizes). With the label mapping and the set's own size. The set's name and its
+        test-time fields are left out: they do not change what a model learns from it.
         """
-        files = [p for s in self.samples for p in (s.image, s.label) if p is not None]
         digest = hashlib.sha256()
+        files = [p for s in self.samples for p in (s.image, s.label) if p is not None]
         if files:
-            base = Path(os.path.commonpath([str(p.parent) for p in files])).parent.parent
+            base = Path(os.path.commonpath([str(p.parent) for p in files])).parent
             for s in self.samples:
                 for p in (s.image, s.label):
                     rel = "-" if p is None else p.relative_to(base).as_posix()
                     size = p.stat().st_size if p is not None and p.is_file() else -1
                     digest.update(f"{rel}\t{size}\n".encode())
+            for s in {id(x): x for x in (self.samples[0], self.samples[-1])}.values():
+                for p in (s.image, s.label):
+                    if p is not None and p.is_file():
+                        digest.update(p.read_bytes())
         lut = None if self.label_lut is None else hashlib.sha256(
             ",".join(map(str, self.label_lut)).encode()).hexdigest()[:16]
         return {"count": len(self.samples), "files": digest.hexdigest()[:16], "label_lut": lut,

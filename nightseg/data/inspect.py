@@ -105,8 +105,9 @@ def check_label(job: LabelJob) -> FileResult:
 
 def _exists(path: Path, what: str) -> FileResult:
     ok = path.is_file()
-    return FileResult(None if ok else f"{path}: {what} file not found; check the dataset root and "
-                      "layout", exists=ok)
+    fix = "check the dataset root and layout" if what == "image" else (
+        "restore it, or remove its image (data.on_error=skip leaves such images out of a run)")
+    return FileResult(None if ok else f"{path}: {what} file not found; {fix}", exists=ok)
 
 
 def sample_problems(sample: Sample, image: FileResult, label: FileResult | None,
