@@ -13,6 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from nightseg.utils import ConfigError
 
 MIN_SIZE = 32  # the encoders downsample by 8 and the PatchGAN by 8 more; below this nothing is left
+# Strategies that add night_count translated images to the segmenter's training set.
+NIGHT_COUNT_STRATEGIES = ("augment", "augment_night2day")
+GATE_CHOICES = ("none", "auto")
 
 
 def _check_size(cfg: DictConfig, key: str, minimum: int = MIN_SIZE) -> None:
@@ -45,7 +48,7 @@ def check_catalog(cfg: DictConfig, catalog) -> None:
         raise ConfigError(f"data.num_classes={cfg.data.num_classes} but data={cfg.data.name} has "
                           f"{catalog.num_classes} classes; set data.num_classes={catalog.num_classes}")
     night_count = cfg.get("night_count")
-    if cfg.strategy.name == "augment" and night_count is not None:
+    if cfg.strategy.name in NIGHT_COUNT_STRATEGIES and night_count is not None:
         pool = len(catalog.train)
         if night_count > pool:
             raise ConfigError(f"night_count={night_count} is larger than the labelled day pool of "
@@ -56,15 +59,20 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for values that would fail (or silently mislead) later."""
     strategy = cfg.strategy.name
     night_count = cfg.get("night_count")
-    if strategy == "augment":
+    if strategy in NIGHT_COUNT_STRATEGIES:
         if night_count is None:
-            raise ConfigError("strategy=augment needs night_count=N: the number of day->night "
+            raise ConfigError(f"strategy={strategy} needs night_count=N: the number of day->night "
                               "translated images to add (0 trains on day images only)")
-        if not isinstance(night_count, int) or night_count < 0:
+        if isinstance(night_count, bool) or not isinstance(night_count, int) or night_count < 0:
             raise ConfigError(f"night_count={night_count}: must be a non-negative integer")
     elif night_count is not None:
-        raise ConfigError(f"night_count={night_count} belongs to strategy=augment; "
-                          f"remove it, or run strategy=augment night_count={night_count}")
+        raise ConfigError(f"night_count={night_count} belongs to strategy=augment (or "
+                          f"augment_night2day); remove it, or run strategy=augment "
+                          f"night_count={night_count}")
+    gate = cfg.strategy.get("gate")
+    if gate is not None and gate not in GATE_CHOICES:
+        raise ConfigError(f"strategy.gate={gate}: use none (translate every test image) or auto "
+                          "(translate only the images a brightness gate calls night)")
 
     for key in ("data.resize", "data.train_crop", "data.translate_crop"):
         _check_size(cfg, key)

@@ -80,9 +80,11 @@ def _cell(row: dict, k: str = "miou") -> str:
 
 
 def _label(row: dict) -> str:
+    if row["night_count"] is None:
+        return f"{row['strategy']} ({row['condition']})"
     if row["strategy"] == "augment":
         return f"augment N={row['night_count']}"
-    return f"{row['strategy']} ({row['condition']})"
+    return f"{row['strategy']} N={row['night_count']} ({row['condition']})"
 
 
 def pivot(summary: list[dict], metric: str = "miou", title: str = "mIoU %"
@@ -123,21 +125,25 @@ def plot(summary: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     curves = defaultdict(list)
     for r in summary:
-        if r["strategy"] == "augment" and r["miou_mean"] is not None:
-            curves[r["test_set"]].append(r)
+        # augment, and the combination's translated conditions, against night_count.
+        if r["night_count"] is not None and r["miou_mean"] is not None and (
+                r["strategy"] == "augment" or r["condition"] != "raw"):
+            curves[(r["strategy"], r["condition"], r["test_set"])].append(r)
     colors = {}
-    for test_set, rs in curves.items():
+    for (strategy, condition, test_set), rs in sorted(curves.items()):
         rs.sort(key=lambda r: r["night_count"])
         x = [r["night_count"] for r in rs]
         y = [r["miou_mean"] for r in rs]
         err = [r["miou_std"] or 0.0 for r in rs]
+        name = "augment" if strategy == "augment" else f"{strategy} ({condition})"
         line = ax.errorbar(x, y, yerr=err if any(err) else None, marker="o", capsize=3,
-                           label=f"augment: {test_set}")
-        colors[test_set] = line[0].get_color()
+                           ls="-" if strategy == "augment" else ":", label=f"{name}: {test_set}",
+                           color=colors.get(test_set))
+        colors.setdefault(test_set, line[0].get_color())
     for r in summary:
-        if r["strategy"] != "augment" and r["condition"] == "night2day" and r["miou_mean"] is not None:
+        if r["night_count"] is None and r["condition"] != "raw" and r["miou_mean"] is not None:
             ax.axhline(r["miou_mean"], ls="--", lw=1, color=colors.get(r["test_set"], "gray"),
-                       label=f"night2day: {r['test_set']}")
+                       label=f"{r['strategy']} ({r['condition']}): {r['test_set']}")
     ax.set_xlabel("night_count (translated night images added)")
     ax.set_ylabel("mIoU (%)")
     n = max((r["n_seeds"] for r in summary), default=1)

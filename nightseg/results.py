@@ -33,6 +33,20 @@ def split_translation(results: Sequence[dict]) -> tuple[list[dict], dict | None]
     return rows, translation
 
 
+def gate_summary(gate: dict, results: Sequence[dict]) -> dict:
+    """The gate's fit and, per gated test set, how many images it translated and (on sets whose
+    domain is day or night) the share it decided correctly, in percent."""
+    decisions = {}
+    for r in results:
+        if "gate" not in r:
+            continue
+        g = r["gate"]
+        share = 100.0 * g["translated"] / g["images"] if g["images"] else None
+        correct = {"night": share, "day": None if share is None else 100.0 - share}
+        decisions[r["test_set"]] = {**g, "accuracy": correct.get(g["domain"])}
+    return {**gate, "decisions": decisions}
+
+
 def write_metrics(job: Job, results: Sequence[dict], night_count: int | None) -> dict:
     rows, translation = split_translation(results)
     metrics = {
@@ -45,6 +59,8 @@ def write_metrics(job: Job, results: Sequence[dict], night_count: int | None) ->
     }
     if translation is not None:
         metrics["translation"] = translation
+    if job.gate is not None:
+        metrics["gate"] = gate_summary(job.gate, results)
     metrics["stages"] = dict(job.stages)
     metrics["timings_s"] = dict(job.timings)
     metrics["checkpoints"] = dict(job.checkpoints)
@@ -74,6 +90,12 @@ def print_table(metrics: dict, run_dir: Path | None = None, console: Console | N
         console.print(f"night->day translation vs true day renderings: PSNR {t['psnr']:.2f} dB, "
                       f"SSIM {t['ssim']:.3f} (untranslated night: PSNR {t.get('raw_psnr', float('nan')):.2f}"
                       f" dB, SSIM {t.get('raw_ssim', float('nan')):.3f})")
+    if "gate" in metrics:
+        g = metrics["gate"]
+        sets = "; ".join(f"{name} {d['translated']}/{d['images']}" for name, d in g["decisions"].items())
+        console.print(f"gate: mean luma < {g['threshold']:.3f} is night (fit on {g['fit_images']} "
+                      f"translator images: day {100 * g['fit_day_acc']:.1f}%, night "
+                      f"{100 * g['fit_night_acc']:.1f}% correct); translated {sets}")
     console.print("stages: " + ", ".join(f"{k} {v}" for k, v in metrics["stages"].items()))
     if run_dir is not None:
         console.print(f"metrics: {run_dir / 'metrics.json'}")

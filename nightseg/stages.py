@@ -1,5 +1,6 @@
 """The stages a strategy is built from: get a translator, get generated night images, get a
-segmenter (each trained or reused through the stage cache) and evaluate a segmenter.
+segmenter, get a day/night gate (each built or reused through the stage cache) and evaluate a
+segmenter.
 
 A :class:`Job` carries what every stage needs: the config, the run directory, the cache, the
 tracker, the dataset catalog, and the record of which stages were trained or reused and how long
@@ -35,6 +36,7 @@ from nightseg.config import (
 from nightseg.data.catalog import DataCatalog, Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, build_transform
 from nightseg.data.io import SegmentationDataset, collate_skipping
+from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
 from nightseg.models.cyclegan import Night2DayPipeline, Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.tracking import Tracker
@@ -54,6 +56,7 @@ class Job:
     stages: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
+    gate: dict | None = None  # the gate used at test time and its fit, for metrics.json
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -254,14 +257,44 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
     return module.eval()
 
 
+# ---- day/night gate (strategy.gate=auto) ------------------------------------------------------
+def get_gate(job: Job) -> BrightnessGate:
+    """The brightness gate fitted on the translator's own unlabelled day and night training
+    images, as the segmenter sees them (resized, in [0, 1]); cached beside the other stages."""
+    cfg, data, catalog = job.cfg, job.cfg.data, job.catalog
+    domains = {"day": catalog.translate_day, "night": catalog.translate_night}
+    spec = {"gate": "mean_luma", "data": data_spec(cfg, list(domains.values()), ("resize",))}
+
+    def build(stage, out: Path) -> None:
+        values = {}
+        for domain, s in domains.items():
+            ds = SegmentationDataset(s, build_transform(s.resize or data.resize),
+                                     on_error=data.on_error)
+            loader = DataLoader(ds, batch_size=data.eval_batch_size, num_workers=data.num_workers,
+                                collate_fn=collate_skipping)
+            values[domain] = [float(v) for b in loader if "image" in b for v in mean_luma(b["image"])]
+        threshold, day_acc, night_acc = fit_threshold(values["day"], values["night"])
+        gate = BrightnessGate(threshold, day_acc, night_acc, len(values["day"]) + len(values["night"]))
+        write_json(out, gate.to_dict())
+
+    with job.timed("gate"):
+        path, status = job.cache.obtain("gate", spec, "gate.json", build)
+    job.record("gate", status, path)
+    fitted = json.loads(path.read_text())
+    fitted.pop("kind")
+    return BrightnessGate(**fitted)
+
+
 # ---- evaluation ------------------------------------------------------------------------------
 def evaluate(job: Job, module: SegmentationModule, sets: Sequence[SampleSet],
-             translator: Translator | None = None, num_panels: int = 0) -> list[dict]:
-    """Score ``module`` on ``sets`` (raw, or translated night->day first when ``translator`` is
-    given). Returns one result dict per set; ``module.eval_panels`` keeps sample images."""
+             translator: Translator | None = None, num_panels: int = 0,
+             gate: BrightnessGate | None = None) -> list[dict]:
+    """Score ``module`` on ``sets``: raw, or translated night->day first when ``translator`` is
+    given (with a ``gate``, only the images it calls night). Returns one result dict per set;
+    ``module.eval_panels`` keeps sample images."""
     data = job.cfg.data
-    condition = "raw" if translator is None else "night2day"
-    module.input_translator = None if translator is None else Night2DayPipeline(translator)
+    condition = "raw" if translator is None else "night2day" if gate is None else "night2day_gated"
+    module.input_translator = None if translator is None else Night2DayPipeline(translator, gate=gate)
     module.test_condition = condition
     module.num_panels = num_panels
     dm = SegmentationDataModule([], test_sets=sets, num_classes=job.catalog.num_classes,
@@ -277,7 +310,7 @@ def evaluate(job: Job, module: SegmentationModule, sets: Sequence[SampleSet],
 
 def save_panels(job: Job, module: SegmentationModule, condition: str) -> list[Path]:
     """input | (translated) | prediction | ground truth rows per test set, as PNG and to the tracker."""
-    from nightseg.visualize import colorize, panel
+    from nightseg.visualize import colorize, gate_marked, panel
 
     paths = []
     if not pl.utilities.rank_zero_only.rank == 0:
@@ -289,13 +322,18 @@ def save_panels(job: Job, module: SegmentationModule, condition: str) -> list[Pa
         for i in range(len(p["input"])):
             row = [to_uint8(p["input"][i])]
             if p["translated"] is not None:
-                row.append(to_uint8(p["translated"][i]))
+                shown = to_uint8(p["translated"][i])
+                if p.get("gate") is not None:
+                    shown = gate_marked(shown, bool(p["gate"][i]))
+                row.append(shown)
             row += [colorize(p["pred"][i], names), colorize(p["mask"][i], names)]
             rows.append(row)
         img = panel(rows)
         path = save_png(img, job.run_dir / "panels" / f"{set_name}_{condition}.png")
         caption = "input | night->day | prediction | truth" if p["translated"] is not None \
             else "input | prediction | truth"
+        if p.get("gate") is not None:
+            caption += " (top bar: green = the gate translated it, grey = kept as it was)"
         job.tracker.log_image(f"panels/{set_name}/{condition}", img, caption)
         paths.append(path)
     return paths

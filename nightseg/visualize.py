@@ -56,6 +56,14 @@ def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+def gate_marked(img: np.ndarray, translated: bool, height: int = 4) -> np.ndarray:
+    """``img`` with a bar along its top: green where the day/night gate translated the image,
+    grey where it kept it as it was."""
+    out = img.copy()
+    out[:height] = (0, 200, 0) if translated else (128, 128, 128)
+    return out
+
+
 def panel(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> np.ndarray:
     """Tile rows of equally sized (H, W, 3) uint8 images into one image with white gaps."""
     h, w = rows[0][0].shape[:2]

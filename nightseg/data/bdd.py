@@ -150,9 +150,11 @@ def build_bdd10k_catalog(root: str | Path, night_list: str | Iterable[str] | Non
             raise DataError(f"{night_list if isinstance(night_list, (str, os.PathLike)) else 'night_list'}: "
                             f"{len(unknown)} name(s) not among BDD10K train/val images in {root}, "
                             f"e.g. {unknown[:3]}; fix the list (image names, one per line)")
-        test = [SampleSet("bdd10k_night", [s for s in train + val if s.image.stem in night])]
+        test = [SampleSet("bdd10k_night", [s for s in train + val if s.image.stem in night],
+                          domain="night")]
         train_set = SampleSet("bdd10k_train_day", [s for s in train if s.image.stem not in night])
-        val_set = SampleSet("bdd10k_day_val", [s for s in val if s.image.stem not in night])
+        val_set = SampleSet("bdd10k_day_val", [s for s in val if s.image.stem not in night],
+                            domain="day")
     return DataCatalog(
         name="bdd10k",
         class_names=CITYSCAPES_CLASSES,

@@ -177,18 +177,18 @@ def build_catalog(root: str | Path, classes: str = "camvid11", day_test: bool = 
         class_names, train_lut = CITYSCAPES_CLASSES, cityscapes_train_lut(mapping, source)
         eval_classes, preds = CAMVID_CLASSES, pred_lut(mapping, source)
 
-    def evaluation(name: str, samples: list[Sample]) -> SampleSet:
-        return SampleSet(name, samples, eval_lut, eval_classes, preds)
+    def evaluation(name: str, samples: list[Sample], domain: str) -> SampleSet:
+        return SampleSet(name, samples, eval_lut, eval_classes, preds, domain=domain)
 
-    test = [evaluation("camvid_dusk", dusk["test"])]
+    test = [evaluation("camvid_dusk", dusk["test"], "dusk")]
     if day_test:
-        test.append(evaluation("camvid_day_test", day["test"]))
+        test.append(evaluation("camvid_day_test", day["test"], "day"))
     return DataCatalog(
         name="camvid",
         class_names=class_names,
         translate_day=SampleSet("camvid_train_day", unlabelled([s.image for s in day["train"]])),
         translate_night=SampleSet("camvid_train_dusk", unlabelled([s.image for s in dusk["train"]])),
         train=SampleSet("camvid_day_train", day["train"], train_lut),
-        val=[evaluation("camvid_day_val", day["val"])],
+        val=[evaluation("camvid_day_val", day["val"], "day")],
         test=test,
     )

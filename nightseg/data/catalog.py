@@ -46,6 +46,8 @@ class SampleSet:
     (model class -> set class) and metrics are reported over ``eval_classes``. Both None means the
     set uses the model's classes. ``resize`` = [rows, cols] is the set's own size, used instead
     of ``data.resize`` (a source whose aspect ratio differs from the others keeps its own).
+    ``domain`` ("day", "night", "dusk" or None when unknown) is what the images show; the
+    day/night gate's accuracy is reported on day and night sets.
     """
 
     name: str
@@ -54,6 +56,7 @@ class SampleSet:
     eval_classes: tuple[str, ...] | None = None
     pred_lut: list[int] | None = None
     resize: tuple[int, int] | None = None
+    domain: str | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -70,7 +73,7 @@ class SampleSet:
         """The first ``n`` samples (all when ``n`` is None), other fields kept."""
         samples = self.samples if n is None else self.samples[:n]
         return SampleSet(self.name, samples, self.label_lut, self.eval_classes, self.pred_lut,
-                         self.resize)
+                         self.resize, self.domain)
 
     def fingerprint(self) -> dict:
         """What identifies this set's training content, for stage cache keys.

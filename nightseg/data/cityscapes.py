@@ -51,7 +51,7 @@ def cityscapes_split(root: Path, split: str, on_missing: str = "raise",
 
     samples = paired(images, label_of, on_missing, f"{root} ({split})")
     return SampleSet(name or f"cityscapes_{split}", samples,
-                     label_lut=None if use_train_ids else label_id_lut())
+                     label_lut=None if use_train_ids else label_id_lut(), domain="day")
 
 
 def build_catalog(root: str | Path, on_missing: str = "raise") -> DataCatalog:

@@ -38,7 +38,8 @@ def dark_zurich_val(root: Path, on_missing: str = "raise") -> SampleSet:
                 / (strip_suffix(img.name, "_rgb_anon.png") + "_gt_labelTrainIds.png"))
 
     images = files(root / "rgb_anon/val/night", PATTERN)
-    return SampleSet("dark_zurich_val", paired(images, label_of, on_missing, f"{root} (val night)"))
+    return SampleSet("dark_zurich_val", paired(images, label_of, on_missing, f"{root} (val night)"),
+                     domain="night")
 
 
 def build_catalog(root: str | Path, twilight_as_night: bool = False,

@@ -63,7 +63,7 @@ def nighttime_driving_test(root: str | Path, on_missing: str = "raise",
     excluded = set(exclude)
     images = [p for p in night_images(root) if p.name not in excluded]
     samples = paired(images, label_of, on_missing, str(root))
-    return SampleSet("nighttime_driving", samples, label_lut,
+    return SampleSet("nighttime_driving", samples, label_lut, domain="night",
                      resize=tuple(int(v) for v in resize) if resize else None)
 
 

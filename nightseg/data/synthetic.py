@@ -303,8 +303,8 @@ def _catalog(key: Path, counts: Mapping[str, int]) -> DataCatalog:
         translate_day=SampleSet("synthetic_translate_day", samples("translate_day")),
         translate_night=SampleSet("synthetic_translate_night", samples("translate_night")),
         train=SampleSet("synthetic_train", samples("train")),
-        val=[SampleSet("synthetic_day_val", samples("val"))],
-        test=[SampleSet("synthetic_night", samples("test"))])
+        val=[SampleSet("synthetic_day_val", samples("val"), domain="day")],
+        test=[SampleSet("synthetic_night", samples("test"), domain="night")])
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -37,7 +37,7 @@ def build_catalog(root: str | Path, on_missing: str = "raise") -> DataCatalog:
         if labels.is_dir():
             samples = paired(imgs, lambda img, d=labels: d / f"{img.stem}.png", on_missing,
                              f"{root} ({domain})")
-            labelled[domain] = SampleSet(f"zju_{domain}", samples)
+            labelled[domain] = SampleSet(f"zju_{domain}", samples, domain=domain)
     return DataCatalog(
         name="zju",
         class_names=CITYSCAPES_CLASSES,

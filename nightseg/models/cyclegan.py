@@ -207,12 +207,27 @@ class CycleGANModule(Translator, pl.LightningModule):
 
 
 class Night2DayPipeline(nn.Module):
-    """Input translator for the segmenter: [0,1] night images -> [0,1] day images."""
+    """Input translator for the segmenter: [0,1] night images -> [0,1] day images.
 
-    def __init__(self, translator: Translator, direction: str = "night2day"):
+    With a ``gate`` (an object whose ``decide(images)`` returns one boolean per image, e.g.
+    nightseg.gate.BrightnessGate), only the images it picks are translated and the others pass
+    unchanged; ``last_translated`` holds the decisions of the latest call either way.
+    """
+
+    def __init__(self, translator: Translator, direction: str = "night2day", gate=None):
         super().__init__()
         self.translator = translator
         self.direction = direction
+        self.gate = gate
+        self.last_translated: torch.Tensor | None = None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.translator.translate(image, self.direction)
+        if self.gate is None:
+            self.last_translated = torch.ones(image.shape[0], dtype=torch.bool, device=image.device)
+            return self.translator.translate(image, self.direction)
+        pick = self.gate.decide(image)
+        self.last_translated = pick
+        out = image.float().clone()
+        if pick.any():
+            out[pick] = self.translator.translate(image[pick], self.direction).float()
+        return out

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
@@ -116,6 +117,8 @@ class SegmentationModule(pl.LightningModule):
             if s.has_reference:  # raw inputs give the untranslated baseline
                 m["psnr"] = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))  # mean per image
                 m["ssim"] = StructuralSimilarityIndexMeasure(data_range=1.0)
+            if self._gated():  # the day/night gate's decisions, summed over ranks
+                m["translated"], m["images"] = SumMetric(), SumMetric()
             self._eval_metrics.append({k: v.to(self.device) for k, v in m.items()})
 
     def _eval_step(self, batch: dict, batch_idx: int, dataloader_idx: int) -> None:
@@ -123,8 +126,13 @@ class SegmentationModule(pl.LightningModule):
             return
         image = batch["image"]
         metrics = self._eval_metrics[dataloader_idx]
+        flags = None
         if self.input_translator is not None:
             image = self.input_translator(image).clamp(0, 1)
+            if "translated" in metrics:
+                flags = self.input_translator.last_translated
+                metrics["translated"].update(flags.sum().float())
+                metrics["images"].update(float(flags.numel()))
         if "psnr" in metrics:
             metrics["psnr"].update(image.float(), batch["reference"])
             metrics["ssim"].update(image.float(), batch["reference"])
@@ -137,7 +145,8 @@ class SegmentationModule(pl.LightningModule):
             k = self.num_panels
             self.eval_panels[s.name] = {
                 "input": batch["image"][:k].cpu(), "pred": pred[:k].cpu(), "mask": batch["mask"][:k].cpu(),
-                "translated": image[:k].float().cpu() if self.input_translator is not None else None}
+                "translated": image[:k].float().cpu() if self.input_translator is not None else None,
+                "gate": flags[:k].cpu() if flags is not None else None}
 
     def _end_eval(self, stage: str) -> list[dict]:
         results = []
@@ -148,12 +157,18 @@ class SegmentationModule(pl.LightningModule):
             if "psnr" in metrics:
                 res["psnr"] = round(float(metrics["psnr"].compute()), 4)
                 res["ssim"] = round(float(metrics["ssim"].compute()), 4)
+            if "translated" in metrics:
+                res["gate"] = {"translated": int(metrics["translated"].compute()),
+                               "images": int(metrics["images"].compute()), "domain": s.domain}
             prefix = f"{stage}/{s.name}"
             for key in ("miou", "pixel_acc", "mean_acc", "psnr", "ssim"):
                 if res.get(key) is not None:
                     self.log(f"{prefix}/{key}", res[key], add_dataloader_idx=False, rank_zero_only=True)
             results.append(res)
         return results
+
+    def _gated(self) -> bool:
+        return getattr(self.input_translator, "gate", None) is not None
 
     def _stage_name(self, base: str) -> str:
         return base if self.test_condition == "raw" else f"{base}_{self.test_condition}"

@@ -1,23 +1,36 @@
 """Strategy 1 (Sun et al. 2019, Sec. III-B): segment night images with a day-trained segmenter
 after translating them to day with the CycleGAN's night->day generator. No retraining; the cost is
-the generator's forward pass at inference."""
+the generator's forward pass at inference. With ``strategy.gate=auto`` only the images a
+brightness gate calls night are translated (nightseg/gate.py)."""
 
 from __future__ import annotations
 
+from nightseg.models.cyclegan import Translator
+from nightseg.models.segmentation import SegmentationModule
 from nightseg.results import write_metrics
-from nightseg.stages import Job, evaluate, get_segmenter, get_translator, save_panels
+from nightseg.stages import Job, evaluate, get_gate, get_segmenter, get_translator, save_panels
+
+
+def evaluate_translated(job: Job, segmenter: SegmentationModule, translator: Translator) -> list[dict]:
+    """The night test sets translated night->day first (through the gate with gate=auto)."""
+    gate = get_gate(job) if job.cfg.strategy.gate == "auto" else None
+    if gate is not None:
+        job.gate = gate.to_dict()
+    results = evaluate(job, segmenter, job.catalog.test, translator=translator,
+                       num_panels=int(job.cfg.strategy.num_panels), gate=gate)
+    save_panels(job, segmenter, results[0]["condition"] if results else "night2day")
+    return results
 
 
 def run(job: Job) -> dict:
-    k = int(job.cfg.strategy.num_panels)
     translator, _ = get_translator(job)
     segmenter = get_segmenter(job)
     catalog = job.catalog
     # The day validation sets and every night test set as they are (the paper's baseline rows)...
-    results = evaluate(job, segmenter, catalog.val + catalog.test, num_panels=k)
+    results = evaluate(job, segmenter, catalog.val + catalog.test,
+                       num_panels=int(job.cfg.strategy.num_panels))
     save_panels(job, segmenter, "raw")
     # ...then the night test sets translated night->day first.
-    results += evaluate(job, segmenter, catalog.test, translator=translator, num_panels=k)
-    save_panels(job, segmenter, "night2day")
+    results += evaluate_translated(job, segmenter, translator)
     job.stages.setdefault("generated_night", "unused")
     return write_metrics(job, results, night_count=None)

@@ -1,0 +1,23 @@
+"""Both strategies together (beyond the paper): the segmenter of ``augment`` (trained with
+``night_count`` translated night images) scores the night test sets raw and translated
+night->day first, optionally through the day/night gate. Every stage comes from the same cache
+as the other two strategies, so after them this job only evaluates."""
+
+from __future__ import annotations
+
+from nightseg.results import write_metrics
+from nightseg.stages import Job, evaluate, get_translator, save_panels
+from nightseg.strategies.augment import augmented_segmenter
+from nightseg.strategies.night2day_inference import evaluate_translated
+
+
+def run(job: Job) -> dict:
+    night_count = int(job.cfg.night_count)
+    translator, translator_key = get_translator(job)
+    segmenter = augmented_segmenter(job, night_count, (translator, translator_key))
+    catalog = job.catalog
+    results = evaluate(job, segmenter, catalog.val + catalog.test,
+                       num_panels=int(job.cfg.strategy.num_panels))
+    save_panels(job, segmenter, "raw")
+    results += evaluate_translated(job, segmenter, translator)
+    return write_metrics(job, results, night_count=night_count)

@@ -1,0 +1,113 @@
+"""Translation switched on only at night (the brightness gate) and both strategies together."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from nightseg.cache import StageCache
+from nightseg.data.datamodules import build_transform
+from nightseg.data.io import SegmentationDataset
+from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
+from nightseg.models.cyclegan import Night2DayPipeline
+from nightseg.run import run
+from nightseg.stages import Job, evaluate, get_gate, get_segmenter, get_translator
+from nightseg.tracking import CSVTracker
+from nightseg.utils import ConfigError
+from tests.conftest import compose_cfg
+
+
+def test_threshold_separates_and_prefers_the_darker_cut():
+    t, day_acc, night_acc = fit_threshold([0.5, 0.6, 0.7], [0.1, 0.2])
+    assert t == pytest.approx(0.35) and (day_acc, night_acc) == (1.0, 1.0)
+    # Overlap: the best balanced accuracy (0.5 gets 2/3 of day and all night right)...
+    t, day_acc, night_acc = fit_threshold([0.3, 0.6, 0.7], [0.1, 0.4])
+    assert t == pytest.approx(0.5) and (day_acc, night_acc) == (pytest.approx(2 / 3), 1.0)
+    # ...and of equally good cuts (0.3, 0.6, 0.8 all score 0.75) the darkest.
+    assert fit_threshold([0.5, 0.9], [0.1, 0.7])[0] == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="needs day and night images; got 0 day"):
+        fit_threshold([], [0.1])
+
+
+class _Invert:
+    """A stand-in translator: 1 - x, so translated images are recognisable."""
+
+    def translate(self, image, direction):
+        assert direction == "night2day"
+        return 1 - image
+
+
+def test_gated_pipeline_translates_only_dark_images():
+    dark, bright = torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.8)
+    batch = torch.stack([dark, bright, dark])
+    gate = BrightnessGate(threshold=0.5, fit_day_acc=1.0, fit_night_acc=1.0, fit_images=2)
+    pipe = Night2DayPipeline(_Invert(), gate=gate)
+    out = pipe(batch)
+    assert pipe.last_translated.tolist() == [True, False, True]
+    assert torch.allclose(out[0], 1 - dark) and torch.equal(out[1], bright)
+    ungated = Night2DayPipeline(_Invert())
+    assert torch.allclose(ungated(batch), 1 - batch) and ungated.last_translated.all()
+    assert mean_luma(batch).tolist() == pytest.approx([0.1, 0.8, 0.1])
+
+
+def test_gate_option_is_checked(smoke_overrides):
+    from nightseg.config import validate
+
+    with pytest.raises(ConfigError, match="strategy.gate=always: use none .* or auto"):
+        validate(compose_cfg(smoke_overrides + ["strategy.gate=always"]))
+    with pytest.raises(ConfigError, match="strategy=augment_night2day needs night_count=N"):
+        validate(compose_cfg(smoke_overrides + ["strategy=augment_night2day"]))
+
+
+@pytest.mark.slow
+def test_combined_strategy_reuses_every_stage_and_counts_gate_decisions(tmp_path, smoke_overrides):
+    run(compose_cfg(smoke_overrides + ["strategy=night2day_inference"]), tmp_path / "n2d")
+    aug = run(compose_cfg(smoke_overrides + ["strategy=augment", "night_count=8"]), tmp_path / "aug")
+    both = run(compose_cfg(smoke_overrides + ["strategy=augment_night2day", "night_count=8",
+                                              "strategy.gate=auto"]), tmp_path / "both")
+    stages = dict(both["stages"])
+    assert stages.pop("gate") in ("trained", "cached")
+    assert stages == {"translator": "cached", "generated_night": "cached", "segmenter": "cached"}
+    assert both["checkpoints"]["segmenter"] == aug["checkpoints"]["segmenter"]
+    conditions = {(r["test_set"], r["condition"]) for r in both["results"]}
+    assert conditions == {("synthetic_day_val", "raw"), ("synthetic_night", "raw"),
+                          ("synthetic_night", "night2day_gated")}
+    # The raw rows are augment's own.
+    assert [r for r in both["results"] if r["condition"] == "raw"] == aug["results"]
+    gate = json.loads((tmp_path / "both" / "metrics.json").read_text())["gate"]
+    night = gate["decisions"]["synthetic_night"]
+    assert night["images"] == 4 and night["domain"] == "night"
+    assert night["accuracy"] == pytest.approx(100.0 * night["translated"] / 4)
+    assert gate["fit_images"] == 16 and 0 < gate["threshold"] < 1
+    assert (tmp_path / "both" / "panels" / "synthetic_night_night2day_gated.png").exists()
+
+
+@pytest.mark.slow
+def test_gate_is_fitted_on_translator_images_and_keeps_day_images_raw(tmp_path, smoke_overrides):
+    cfg = compose_cfg(smoke_overrides + ["strategy=night2day_inference"])
+    catalog = instantiate(cfg.data.catalog)
+    job = Job(cfg=cfg, run_dir=tmp_path, cache=StageCache(Path(cfg.paths.cache_dir) / "stages"),
+              tracker=CSVTracker(save_dir=tmp_path), catalog=catalog)
+    gate = get_gate(job)
+    # Exactly the translator's unlabelled day and night images, as the segmenter sees them.
+    lumas = {}
+    for name, s in (("day", catalog.translate_day), ("night", catalog.translate_night)):
+        ds = SegmentationDataset(s, build_transform(cfg.data.resize))
+        lumas[name] = [float(mean_luma(ds[i]["image"][None])[0]) for i in range(len(ds))]
+    assert (gate.threshold, gate.fit_day_acc, gate.fit_night_acc) == pytest.approx(
+        fit_threshold(lumas["day"], lumas["night"]))
+    assert gate.fit_images == len(catalog.translate_day) + len(catalog.translate_night)
+
+    # A day-only test set through the gate is scored exactly as without translation.
+    translator, _ = get_translator(job)
+    segmenter = get_segmenter(job)
+    day_sets = catalog.val
+    raw = evaluate(job, segmenter, day_sets)
+    gated = evaluate(job, segmenter, day_sets, translator=translator, gate=gate)
+    assert gated[0]["gate"]["translated"] == 0 and gated[0]["gate"]["domain"] == "day"
+    assert {k: gated[0][k] for k in ("miou", "pixel_acc", "per_class_iou")} == \
+        {k: raw[0][k] for k in ("miou", "pixel_acc", "per_class_iou")}
