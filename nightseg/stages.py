@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from torch.utils.data import DataLoader
 
+from nightseg import distributed
 from nightseg.cache import StageCache
 from nightseg.config import (
     GENERATED_DATA_KEYS,
@@ -35,6 +36,7 @@ from nightseg.config import (
 from nightseg.data.catalog import DataCatalog, Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, build_transform
 from nightseg.data.io import SegmentationDataset, collate_skipping
+from nightseg.distributed import World
 from nightseg.models.cyclegan import Night2DayPipeline, Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.tracking import Tracker
@@ -54,6 +56,19 @@ class Job:
     stages: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
+    world: World = World()  # the processes training runs on (nightseg.distributed.start)
+    trainer_kwargs: dict | None = None  # cfg.trainer after the device's choices (hardware.resolve_trainer)
+
+    def trainer_args(self) -> dict:
+        """The arguments every stage's Trainer starts from."""
+        if self.trainer_kwargs is not None:
+            return dict(self.trainer_kwargs)
+        return OmegaConf.to_container(self.cfg.trainer, resolve=True)
+
+    def trainer_spec(self, training: bool = True) -> dict:
+        """The trainer part of a cache key: with the world size for training stages."""
+        return trainer_spec(self.cfg, self.world.size if training else 1,
+                            self.trainer_args().get("precision"))
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -71,15 +86,21 @@ class Job:
         log.info("stage %s: %s%s", stage, status, where)
 
 
+GAN_STAGES = ("translator", "teacher")
+TRAINING_STAGES = (*GAN_STAGES, "segmenter")
+
+
 def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
                  callbacks: Sequence[pl.Callback] = (), **overrides) -> pl.Trainer:
     """A Trainer from ``cfg.trainer`` with a rich progress bar and the stage's logger."""
-    kwargs = OmegaConf.to_container(job.cfg.trainer, resolve=True)
+    kwargs = job.trainer_args()
     kwargs.update(overrides)
-    if stage in ("translator", "teacher") and kwargs.get("strategy") == "ddp":
-        # The generator and discriminator steps each leave the other's parameters without
-        # gradients, which plain DDP rejects (Lightning's advice for GANs).
-        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    if stage in GAN_STAGES:
+        kwargs["strategy"] = distributed.gan_strategy(kwargs.get("strategy"), job.world)
+    elif stage not in TRAINING_STAGES and job.world.spawns:
+        # ddp_spawn/ddp_fork workers keep their scores and images to themselves: evaluate and
+        # generate in this process, on one device.
+        kwargs.update(devices=1, num_nodes=1, strategy="auto")
     return pl.Trainer(
         max_epochs=max_epochs,
         logger=job.tracker.stage_logger(stage),
@@ -123,7 +144,7 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
     spec = {"translator": OmegaConf.to_container(tcfg, resolve=True),
             "data": data_spec(cfg, [catalog.translate_day, catalog.translate_night],
                               TRANSLATOR_DATA_KEYS),
-            "seed": cfg.translator_seed, "trainer": trainer_spec(cfg)}
+            "seed": cfg.translator_seed, "trainer": job.trainer_spec()}
     built: dict[str, Translator] = {}
 
     def build(stage, out: Path) -> None:
@@ -185,8 +206,9 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
     order, as PNG images with their labels. Returns the set (in that order) and its cache key."""
     cfg, data, pool = job.cfg, job.cfg.data, job.catalog.train
     order_seed = int(cfg.strategy.order_seed)
+    # Translating is inference: the images do not depend on the number of processes.
     spec = {"translator": translator_key, "data": data_spec(cfg, [pool], GENERATED_DATA_KEYS),
-            "order_seed": order_seed, "trainer": trainer_spec(cfg)}
+            "order_seed": order_seed, "trainer": job.trainer_spec(training=False)}
 
     def build(stage, out: Path) -> None:
         order = pool_order(len(pool), order_seed)
@@ -229,7 +251,7 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
     spec = {"segmenter": OmegaConf.to_container(cfg.model.segmenter, resolve=True),
             "data": data_spec(cfg, [job.catalog.train], SEGMENTER_DATA_KEYS,
                               job.catalog.class_names),
-            "seed": cfg.seed, "trainer": trainer_spec(cfg),
+            "seed": cfg.seed, "trainer": job.trainer_spec(),
             "extra": extra_spec if extra else None}
     built: dict[str, SegmentationModule] = {}
 
