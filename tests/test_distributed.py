@@ -1,5 +1,5 @@
 """Multi-process jobs as users start them, on CPU with gloo: torchrun on one and on two "nodes",
-a Slurm-like launch, concurrent jobs on one cache.
+a Slurm-like launch, concurrent jobs on one cache, exact scores and skipped files under DDP.
 
 Each job gets free ports and a timeout after which it is killed, so a hang fails the test
 instead of the suite. Sizes are the smoke preset's: each job takes seconds, not minutes.
@@ -12,7 +12,9 @@ import os
 import sys
 
 import pytest
+from hydra.utils import instantiate
 
+from tests.conftest import compose_cfg
 from tests.dist_helpers import check, env, free_port, run_all, slurm_env, torchrun
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -74,6 +76,24 @@ def test_slurm_like_launch(tmp_path):
     check(run_all(jobs, TIMEOUT, tmp_path / "logs"))
     assert _metrics(tmp_path, "run0")["stages"]["segmenter"] == "trained"
     assert _spec(tmp_path, "segmenter")["trainer"]["world_size"] == 2
+
+
+def test_skipped_images_under_ddp_finish(tmp_path):
+    """data.on_error=skip with a corrupt day image (CycleGAN batch of 1) and a corrupt labelled
+    image: every rank keeps stepping, the job ends, and the generated set lacks only that image."""
+    cfg = compose_cfg([*SMOKE, f"paths.cache_dir={tmp_path / 'cache'}"])
+    catalog = instantiate(cfg.data.catalog)  # render the smoke data, then damage two files
+    for path in (catalog.translate_day.samples[3].image, catalog.train.samples[5].image):
+        path.write_bytes(path.read_bytes()[:100])
+    port = free_port()
+    cmd = torchrun(2, port, *_nightseg(tmp_path, "strategy=augment", "night_count=4",
+                                       "trainer.devices=2", "trainer.strategy=ddp",
+                                       "data.on_error=skip"))
+    check(run_all([(cmd, env())], TIMEOUT, tmp_path / "logs"))
+    assert _metrics(tmp_path)["stages"]["translator"] == "trained"
+    manifest = next((tmp_path / "cache" / "stages" / "night_images").glob("*/images/manifest.json"))
+    sources = [e["source"] for e in json.loads(manifest.read_text())]
+    assert len(sources) == 15 and str(catalog.train.samples[5].image) not in sources
 
 
 def test_concurrent_jobs_on_one_cache_build_once(tmp_path):

@@ -76,7 +76,7 @@ class SegmentationDataModule(pl.LightningDataModule):
                      else build_transform(resize))
         # A set scored in its own class space (eval_classes) holds labels of those classes.
         num_classes = len(s.eval_classes) if s.eval_classes else self.num_classes
-        return SegmentationDataset(s, transform, num_classes, self.on_error)
+        return SegmentationDataset(s, transform, num_classes, self.on_error, replace_skipped=train)
 
     def train_dataloader(self) -> DataLoader:
         ds = ConcatDataset([self._dataset(s, train=True) for s in self.train_sets])

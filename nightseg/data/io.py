@@ -4,6 +4,8 @@ Every dataset family goes through these readers, so bad files are reported the s
 everywhere: a corrupt or unreadable file, a label whose size differs from its image, label values
 outside the dataset's classes. With ``on_error="skip"`` a bad sample is logged with its reason and
 counted (the batch carries ``skipped``) instead of stopping the run; nothing is dropped silently.
+Training sets replace a skipped sample with the next readable one, so every batch keeps its size:
+under DDP a rank with an empty batch would take no step while the others wait for its gradients.
 """
 
 from __future__ import annotations
@@ -108,36 +110,55 @@ def to_tensor_image(img: np.ndarray) -> torch.Tensor:
 
 class SegmentationDataset(Dataset):
     """Labelled images as ``{"image": (3,H,W) float [0,1], "mask": (H,W) long, "name": str,
-    "index": int}``,
-    plus ``"reference"`` (the paired other-domain image) where the set has one.
+    "index": int}``, plus ``"reference"`` (the paired other-domain image) where the set has one.
 
     ``transform`` is an albumentations pipeline applied jointly to image, mask and reference.
+    ``replace_skipped`` (training sets): with on_error="skip" a bad sample is replaced by the next
+    readable one (counted in the item's ``skipped``) instead of being dropped from its batch.
     """
 
     def __init__(self, sample_set: SampleSet, transform: A.BasicTransform | None = None,
-                 num_classes: int | None = None, on_error: str = "raise"):
+                 num_classes: int | None = None, on_error: str = "raise",
+                 replace_skipped: bool = False):
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
         self.set = sample_set
         self.transform = transform
         self.valid_max = None if num_classes is None else num_classes - 1
         self.on_error = on_error
+        self.replace_skipped = replace_skipped
 
     def __len__(self) -> int:
         return len(self.set.samples)
 
+    def _read(self, i: int) -> tuple[int, dict[str, np.ndarray] | None, int]:
+        """(index read, arrays or None if skipped, bad files passed over on the way)."""
+        n = len(self.set.samples)
+        for skipped in range(n if self.replace_skipped else 1):
+            j = (i + skipped) % n
+            arrays = _read_or_skip(self.on_error, load_sample, self.set.samples[j],
+                                   self.set.label_lut, self.valid_max)
+            if arrays is not None:
+                return j, arrays, skipped
+        if not self.replace_skipped:
+            return i, None, 1
+        raise DataError(f"{self.set.name}: none of its {n} samples could be read (see the "
+                        "warnings above); check the dataset root and layout")
+
     def __getitem__(self, i: int) -> dict | None:
-        sample = self.set.samples[i]
-        arrays = _read_or_skip(self.on_error, load_sample, sample, self.set.label_lut, self.valid_max)
+        i, arrays, skipped = self._read(i)
         if arrays is None:
             return None
         if self.transform is not None:
             arrays = _apply(self.transform, arrays)
-        out = {"image": to_tensor_image(arrays["image"]), "name": sample.name, "index": i}
+        out = {"image": to_tensor_image(arrays["image"]), "name": self.set.samples[i].name,
+               "index": i}
         if "mask" in arrays:
             out["mask"] = torch.from_numpy(np.ascontiguousarray(arrays["mask"])).long()
         if "reference" in arrays:
             out["reference"] = to_tensor_image(arrays["reference"])
+        if skipped:
+            out["skipped"] = skipped
         return out
 
 
@@ -167,7 +188,9 @@ class UnpairedDataset(Dataset):
     """Unpaired day and night images for CycleGAN: ``{"day": ..., "night": ...}``.
 
     Item ``i`` pairs day image ``i`` with a random night image (as CycleGAN does), so an epoch
-    covers every day image once; its length is the larger of the two sets.
+    covers every day image once; its length is the larger of the two sets. With on_error="skip" a
+    bad image (day or night) is replaced by the next readable one of its set (counted in the
+    item's ``skipped``), so no item is empty: CycleGAN trains on batches of 1.
     """
 
     def __init__(self, day: SampleSet, night: SampleSet, transform: A.BasicTransform | None = None,
@@ -176,6 +199,7 @@ class UnpairedDataset(Dataset):
             raise DataError(f"translation needs day and night images; found {len(day)} day "
                             f"({day.name}) and {len(night)} night ({night.name})")
         self.day, self.night = day.samples, night.samples
+        self.names = day.name, night.name
         self.transform = transform
         # The night images' own transform (another size), else the same as the day images'.
         self.night_transform = night_transform if night_transform is not None else transform
@@ -184,27 +208,35 @@ class UnpairedDataset(Dataset):
     def __len__(self) -> int:
         return max(len(self.day), len(self.night))
 
-    def _load(self, sample: Sample, transform: A.BasicTransform | None) -> torch.Tensor | None:
-        img = _read_or_skip(self.on_error, read_image, sample.image)
-        if img is None:
-            return None
-        if transform is not None:
-            img = transform(image=img)["image"]
-        return to_tensor_image(img)
+    def _load(self, samples: list[Sample], pick, transform: A.BasicTransform | None,
+              name: str) -> tuple[torch.Tensor, int]:
+        """The first readable image among ``pick(0), pick(1), ...`` (positions modulo the set's
+        size) and the number of bad files passed over."""
+        for skipped in range(len(samples)):
+            img = _read_or_skip(self.on_error, read_image, samples[pick(skipped) % len(samples)].image)
+            if img is not None:
+                if transform is not None:
+                    img = transform(image=img)["image"]
+                return to_tensor_image(img), skipped
+        raise DataError(f"{name}: no readable image found in {len(samples)} tries (see the "
+                        "warnings above); check the dataset root and layout")
 
-    def __getitem__(self, i: int) -> dict | None:
-        day = self._load(self.day[i % len(self.day)], self.transform)
-        # Python's random is reseeded per worker by Lightning's seed_everything(workers=True).
-        night = self._load(self.night[random.randrange(len(self.night))], self.night_transform)
-        if day is None or night is None:
-            return None
-        return {"day": day, "night": night}
+    def __getitem__(self, i: int) -> dict:
+        day, bad_day = self._load(self.day, lambda k: i + k, self.transform, self.names[0])
+        # Python's random is reseeded per worker (nightseg.data.datamodules.init_worker).
+        r = random.randrange(len(self.night))
+        night, bad_night = self._load(self.night, lambda k: r + k, self.night_transform, self.names[1])
+        out = {"day": day, "night": night}
+        if bad_day + bad_night:
+            out["skipped"] = bad_day + bad_night
+        return out
 
 
 def collate_skipping(batch: list[dict | None]) -> dict:
-    """Collate, dropping samples a dataset skipped and counting them in ``batch["skipped"]``."""
+    """Collate, dropping samples a dataset skipped (None) and counting them, with the bad files
+    that replaced samples passed over, in ``batch["skipped"]``."""
     kept = [b for b in batch if b is not None]
-    skipped = len(batch) - len(kept)
+    skipped = len(batch) - len(kept) + sum(b.pop("skipped", 0) for b in kept)
     out = default_collate(kept) if kept else {}
     out["skipped"] = skipped
     return out

@@ -79,10 +79,9 @@ class SegmentationModule(pl.LightningModule):
         return self.net(x)
 
     # ---- training --------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        if "image" not in batch:  # every sample of this batch was skipped (data.on_error=skip)
-            self._log_skipped(batch, "train")
-            return None
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # Never empty: training sets replace skipped files (data.on_error=skip), so under DDP
+        # every rank returns a loss and steps with the others.
         logits = self(batch["image"])
         loss = F.cross_entropy(logits.float(), batch["mask"], weight=self.class_weight,
                                ignore_index=self.hparams.ignore_index)
