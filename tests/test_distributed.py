@@ -114,3 +114,19 @@ def test_concurrent_jobs_on_one_cache_build_once(tmp_path):
     assert sorted((shared / "builds.log").read_text().split("\n")[:-1]) == [f"{builder} 0",
                                                                              f"{builder} 1"]
     assert all(r["content"] == f"built by {builder}" for ranks in seen.values() for r in ranks)
+
+
+def test_ddp_scores_equal_one_process_exactly(tmp_path):
+    """Uneven sets (3 validation and 5 test images in batches of 2, on 2 processes): every image
+    counts once, so mIoU, accuracies, per-class IoU, PSNR and SSIM equal one process's exactly."""
+    cache = tmp_path / "cache"
+    instantiate(compose_cfg([*SMOKE, f"paths.cache_dir={cache}", "data.counts.val=3",
+                             "data.counts.test=5"]).data.catalog)  # render once, before the jobs
+    worker = ["-m", "tests.dist_worker", "evaluate", f"--cache={cache}", f"--out={tmp_path}"]
+    jobs = [([sys.executable, *worker], env()), (torchrun(2, free_port(), *worker), env())]
+    check(run_all(jobs, TIMEOUT, tmp_path / "logs"))
+    one, two = (json.loads((tmp_path / f"results_{n}.json").read_text()) for n in (1, 2))
+    assert [(r["test_set"], r["condition"]) for r in one] == [
+        ("synthetic_day_val", "raw"), ("synthetic_night", "raw"), ("synthetic_night", "night2day")]
+    assert all("psnr" in r for r in one[1:])
+    assert two == one

@@ -3,6 +3,10 @@
 All DataModules produce the same batch keys: ``image``/``mask`` (plus ``reference`` where a set
 has paired other-domain images) for segmentation, ``day``/``night`` for translation. Images are
 float tensors in [0, 1]; each model normalizes its own input.
+
+Under DDP, Lightning shards the training sets (DistributedSampler). Evaluation sets are sharded
+here instead: Lightning's sampler would pad them with repeated images, which would then count
+twice in the scores (see :class:`EvalShards`).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Sequence
 import albumentations as A
 import cv2
 import pytorch_lightning as pl
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from nightseg.data.catalog import SampleSet
 from nightseg.data.io import SegmentationDataset, UnpairedDataset, collate_skipping
@@ -34,11 +38,56 @@ def build_transform(resize: Sequence[int] | None = None, crop: Sequence[int] | N
     return A.Compose(ops, additional_targets={"reference": "image"})
 
 
-def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool = False):
+class EvalShards(DistributedSampler):
+    """Evaluation under DDP: the batches of a one-process evaluation dealt to the ranks in turn.
+
+    Every image is scored once, and in the same batch as on one process, so the scores equal the
+    one-process scores exactly (Lightning's DistributedSampler would pad the set with repeated
+    images, which then count twice). A rank with one batch fewer gets a placeholder batch
+    instead (index ``len(dataset)``, see :class:`EvalSet`): every rank runs the same number of
+    steps, and none is left without a batch, which would make Lightning skip its epoch-end hooks,
+    where the metrics of all ranks meet.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        n = len(dataset)
+        batches = -(-n // batch_size)
+        mine = range(rank, batches, num_replicas)
+        self.indices = [i for b in mine for i in range(b * batch_size, min((b + 1) * batch_size, n))]
+        # The ranks short of a batch never hold the (possibly short) last one, so the placeholder
+        # forms a batch of its own.
+        self.indices += [n] * (-(-batches // num_replicas) - len(mine))
+        self.num_samples = len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class EvalSet(Dataset):
+    """An evaluation dataset that answers EvalShards' placeholder index with ``{"pad": True}``:
+    a batch without images, which the model's evaluation step passes over."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return {"pad": True} if i == len(self.dataset) else self.dataset[i]
+
+
+def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool = False,
+            sampler=None):
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
@@ -46,7 +95,17 @@ def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last
     )
 
 
-class SegmentationDataModule(pl.LightningDataModule):
+class _DataModule(pl.LightningDataModule):
+    """What both DataModules do with the Trainer they are attached to."""
+
+    def _rank(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached Trainer."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+
+class SegmentationDataModule(_DataModule):
     """Labelled training sets (concatenated), named validation sets and named test sets.
 
     ``val_sets``/``test_sets`` keep their order: dataloader index ``i`` is set ``i``, and the
@@ -84,8 +143,17 @@ class SegmentationDataModule(pl.LightningDataModule):
         return _loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=drop_last)
 
     def _eval_loaders(self, sets: list[SampleSet]) -> list[DataLoader]:
-        return [_loader(self._dataset(s), self.eval_batch_size,
-                        self.num_workers, shuffle=False) for s in sets]
+        world, rank = self._rank()
+        loaders = []
+        for s in sets:
+            ds = self._dataset(s)
+            shards = None
+            if world > 1:
+                ds = EvalSet(ds)
+                shards = EvalShards(ds, self.eval_batch_size, world, rank)
+            loaders.append(_loader(ds, self.eval_batch_size, self.num_workers, shuffle=False,
+                                   sampler=shards))
+        return loaders
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders(self.val_sets)
@@ -97,7 +165,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._eval_loaders(self.test_sets)
 
 
-class TranslationDataModule(pl.LightningDataModule):
+class TranslationDataModule(_DataModule):
     """Unpaired day and night images for the CycleGAN, randomly cropped for training."""
 
     def __init__(self, day: SampleSet, night: SampleSet, batch_size: int = 1, num_workers: int = 0,

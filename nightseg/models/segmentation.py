@@ -9,6 +9,7 @@ and SSIM.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -16,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
-from nightseg.metrics import scores_from_confusion
+from nightseg.metrics import OrderedPSNR, OrderedSSIM, scores_from_confusion
 from nightseg.nets.erf_pspnet import ERFPSPNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -113,20 +113,21 @@ class SegmentationModule(pl.LightningModule):
             n = len(s.eval_classes) if s.eval_classes else self.hparams.num_classes
             m = {"cm": MulticlassConfusionMatrix(n, ignore_index=IGNORE_INDEX, validate_args=False)}
             if s.has_reference:  # raw inputs give the untranslated baseline
-                m["psnr"] = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))  # mean per image
-                m["ssim"] = StructuralSimilarityIndexMeasure(data_range=1.0)
+                # Means over images, equal on any number of processes (see nightseg.metrics).
+                m["psnr"] = OrderedPSNR(data_range=1.0)
+                m["ssim"] = OrderedSSIM(data_range=1.0)
             self._eval_metrics.append({k: v.to(self.device) for k, v in m.items()})
 
     def _eval_step(self, batch: dict, batch_idx: int, dataloader_idx: int) -> None:
-        if "image" not in batch:
+        if "image" not in batch:  # every file skipped (data.on_error=skip), or a DDP placeholder
             return
         image = batch["image"]
         metrics = self._eval_metrics[dataloader_idx]
         if self.input_translator is not None:
             image = self.input_translator(image).clamp(0, 1)
         if "psnr" in metrics:
-            metrics["psnr"].update(image.float(), batch["reference"])
-            metrics["ssim"].update(image.float(), batch["reference"])
+            metrics["psnr"].update(image.float(), batch["reference"], batch["index"])
+            metrics["ssim"].update(image.float(), batch["reference"], batch["index"])
         pred = self(image).argmax(1)
         s = self._eval_sets[dataloader_idx]
         if s.pred_lut is not None:
@@ -143,10 +144,14 @@ class SegmentationModule(pl.LightningModule):
         for s, metrics in zip(self._eval_sets, self._eval_metrics, strict=True):
             names = s.eval_classes or self.hparams.class_names
             res = {"test_set": s.name, "condition": self.test_condition}
-            res.update(scores_from_confusion(metrics["cm"].compute(), names))
-            if "psnr" in metrics:
-                res["psnr"] = round(float(metrics["psnr"].compute()), 4)
-                res["ssim"] = round(float(metrics["ssim"].compute()), 4)
+            with warnings.catch_warnings():
+                # Under DDP a rank whose share is only a placeholder batch has no updates of its
+                # own; compute() still gathers every rank's.
+                warnings.filterwarnings("ignore", message=".*before the ``update`` method")
+                res.update(scores_from_confusion(metrics["cm"].compute(), names))
+                if "psnr" in metrics:
+                    res["psnr"] = round(float(metrics["psnr"].compute()), 4)
+                    res["ssim"] = round(float(metrics["ssim"].compute()), 4)
             prefix = f"{stage}/{s.name}"
             for key in ("miou", "pixel_acc", "mean_acc", "psnr", "ssim"):
                 if res.get(key) is not None:
