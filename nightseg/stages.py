@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ from nightseg.distributed import World
 from nightseg.models.cyclegan import Night2DayPipeline, Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.tracking import Tracker
-from nightseg.utils import write_json
+from nightseg.utils import DataError, write_json
 from nightseg.visualize import save_png, to_uint8
 
 log = logging.getLogger(__name__)
@@ -172,17 +173,20 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
 
 # ---- generated night images (strategy augment) -----------------------------------------------
 class _PngWriter(BasePredictionWriter):
-    """Writes each translated image and its (resized) label as PNGs named by pool position."""
+    """Writes each translated image and its (resized) label as PNGs named by pool position, and
+    remembers the positions it wrote."""
 
     def __init__(self, out_dir: Path):
         super().__init__(write_interval="batch")
         self.out_dir = out_dir
+        self.written: list[int] = []
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx=0) -> None:
         for img, mask, idx in zip(prediction, batch["mask"], batch["index"], strict=True):
             save_png(to_uint8(img), self.out_dir / "images" / f"{int(idx):06d}.png")
             save_png(mask.byte().cpu().numpy(), self.out_dir / "labels" / f"{int(idx):06d}.png")
+            self.written.append(int(idx))
 
 
 class _Day2Night(pl.LightningModule):
@@ -220,14 +224,27 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
                             collate_fn=collate_skipping)
         # Every rank writes its share into the shared work directory; rank zero then publishes it.
         shared = stage.work_dir / "images"
-        trainer = make_trainer(job, "generate", callbacks=[_PngWriter(shared)])
+        writer = _PngWriter(shared)
+        trainer = make_trainer(job, "generate", callbacks=[writer])
         trainer.predict(_Day2Night(translator), loader, return_predictions=False)
-        trainer.strategy.barrier()
+        # Rank zero lists what every rank wrote: a position no rank wrote was skipped (a bad
+        # file); one written elsewhere but missing here means the ranks do not share the disk.
+        written = distributed.all_gather(writer.written)
+        missing = [] if not trainer.is_global_zero else [
+            (rank, shared / "images" / f"{k:06d}.png") for rank, ks in enumerate(written)
+            for k in ks if not (shared / "images" / f"{k:06d}.png").exists()]
+        missing = distributed.broadcast(missing)
+        if missing:
+            rank, path = missing[0]
+            raise DataError(
+                f"{path} (and {len(missing) - 1} more): written by rank {rank} but not on rank 0's "
+                f"disk ({socket.gethostname()}): paths.cache_dir ({job.cfg.paths.cache_dir}) must "
+                "be a directory shared by every node, e.g. on a network filesystem")
         if not trainer.is_global_zero:
             return
         manifest = [{"index": k, "source": str(ordered.samples[k].image),
                      "image": f"images/{k:06d}.png", "label": f"labels/{k:06d}.png"}
-                    for k in range(len(ordered)) if (shared / "images" / f"{k:06d}.png").exists()]
+                    for k in sorted(k for ks in written for k in ks)]
         write_json(shared / "manifest.json", manifest)
         shared.rename(out)
 

@@ -66,6 +66,24 @@ def test_two_nodes_share_one_cache(tmp_path):
     assert not (tmp_path / "run1" / "metrics.json").exists()  # rank zero writes the results
 
 
+def test_two_nodes_without_a_shared_cache_fail_naming_it(tmp_path):
+    """Each "node" with a cache of its own: the generated images of node 1 are not on node 0's
+    disk, so the job stops naming the directory that must be shared instead of silently using
+    a different subset of images."""
+    port = free_port()
+    jobs = [(torchrun(1, port, *_nightseg(tmp_path, "strategy=augment", "night_count=4",
+                                          "trainer.num_nodes=2", "trainer.strategy=ddp",
+                                          "model.translator.epochs_decay=0", cache=f"node{node}",
+                                          run=f"run{node}"),
+                      nnodes=2, node_rank=node), env()) for node in (0, 1)]
+    results = run_all(jobs, TIMEOUT, tmp_path / "logs")
+    assert not any(r.timed_out for r in results), results[0].output[-3000:]
+    assert all(r.returncode != 0 for r in results)
+    out = results[0].output
+    assert "paths.cache_dir" in out and "shared by every node" in out, out[-3000:]
+    assert str(tmp_path / "node0") in out
+
+
 def test_slurm_like_launch(tmp_path):
     """Two tasks as srun starts them (SLURM_PROCID/SLURM_LOCALID, no LOCAL_RANK): one lock
     holder, one segmenter trained by both."""
