@@ -23,7 +23,6 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
-from torch.utils.data import DataLoader
 
 from nightseg import distributed
 from nightseg.cache import StageCache
@@ -35,8 +34,13 @@ from nightseg.config import (
     trainer_spec,
 )
 from nightseg.data.catalog import DataCatalog, Sample, SampleSet
-from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, build_transform
-from nightseg.data.io import SegmentationDataset, collate_skipping
+from nightseg.data.datamodules import (
+    SegmentationDataModule,
+    TranslationDataModule,
+    build_transform,
+    make_loader,
+)
+from nightseg.data.io import SegmentationDataset
 from nightseg.distributed import World
 from nightseg.models.cyclegan import Night2DayPipeline, Translator
 from nightseg.models.segmentation import SegmentationModule
@@ -220,8 +224,7 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
                             resize=pool.resize)
         ds = SegmentationDataset(ordered, build_transform(pool.resize or data.resize),
                                  job.catalog.num_classes, data.on_error)
-        loader = DataLoader(ds, batch_size=data.eval_batch_size, num_workers=data.num_workers,
-                            collate_fn=collate_skipping)
+        loader = make_loader(ds, data.eval_batch_size, data.num_workers, shuffle=False)
         # Every rank writes its share into the shared work directory; rank zero then publishes it.
         shared = stage.work_dir / "images"
         writer = _PngWriter(shared)

@@ -1,13 +1,14 @@
-"""Loaders under several processes: evaluation shards that score every image once and in the same
-batches as one process."""
+"""Loaders under several workers and several processes: augmentation seeds per worker, and
+evaluation shards that score every image once and in the same batches as one process."""
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 
 from nightseg.data.catalog import Sample, SampleSet
-from nightseg.data.datamodules import EvalSet, EvalShards, SegmentationDataModule
+from nightseg.data.datamodules import EvalSet, EvalShards, SegmentationDataModule, TranslationDataModule
 
 
 @pytest.fixture
@@ -20,6 +21,48 @@ def coordinates(tmp_path):
     label = tmp_path / "x_l.png"
     Image.fromarray(np.zeros((64, 96), np.uint8)).save(label)
     return SampleSet("s", [Sample(image, label)] * 8)
+
+
+def _crops(make_loader, seed: int = 0, epochs: int = 1) -> list[tuple[int, int]]:
+    """(first column, last column) of every sample's crop, in loading order."""
+    pl.seed_everything(seed, workers=True)
+    loader = make_loader()
+    out = []
+    for _ in range(epochs):
+        for batch in loader:
+            images = batch["image"] if "image" in batch else batch["day"]
+            if images.is_floating_point():  # [0, 1] floats: back to the stored values
+                images = (images * 255).round()
+            out += [(int(x[0, 0, 0]), int(x[0, 0, -1])) for x in images]
+    return out
+
+
+@pytest.mark.parametrize("module", ["segmentation", "translation"])
+def test_each_worker_crops_its_own_way_and_a_rerun_crops_alike(coordinates, module):
+    def make_loader():
+        if module == "segmentation":
+            dm = SegmentationDataModule([coordinates], batch_size=1, num_workers=2,
+                                        train_crop=[32, 32], hflip=True)
+        else:
+            dm = TranslationDataModule(coordinates, coordinates, batch_size=1, num_workers=2,
+                                       crop=[32, 32], hflip=True)
+        return dm.train_dataloader()
+
+    crops = _crops(make_loader, epochs=2)
+    # Batches alternate between the two workers: without seeds of their own they replay the
+    # same crops and flips, (w0, w1, w0, w1, ...) = (a, a, b, b, ...).
+    worker0, worker1 = crops[0::2], crops[1::2]
+    assert worker0 != worker1
+    assert crops == _crops(make_loader, epochs=2)
+    assert crops != _crops(make_loader, seed=1, epochs=2)
+    assert len(set(crops)) > 4  # and they do vary (offsets and flips)
+
+
+def test_without_workers_a_rerun_crops_alike(coordinates):
+    def make_loader():
+        return SegmentationDataModule([coordinates], batch_size=2, train_crop=[32, 32]).train_dataloader()
+
+    assert _crops(make_loader) == _crops(make_loader) != _crops(make_loader, seed=1)
 
 
 @pytest.mark.parametrize("n, batch, world", [(5, 2, 2), (50, 8, 8), (3, 8, 2), (8, 2, 2),

@@ -11,11 +11,16 @@ twice in the scores (see :class:`EvalShards`).
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Sequence
+from functools import partial
 
 import albumentations as A
 import cv2
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from nightseg.data.catalog import SampleSet
@@ -36,6 +41,36 @@ def build_transform(resize: Sequence[int] | None = None, crop: Sequence[int] | N
     if hflip:
         ops.append(A.HorizontalFlip(p=0.5))
     return A.Compose(ops, additional_targets={"reference": "image"})
+
+
+def seed_transforms(dataset: Dataset, entropy: Sequence[int]) -> None:
+    """Give every albumentations pipeline in ``dataset`` a random state drawn from ``entropy``.
+
+    albumentations 2.x keeps a random state per pipeline, created once where the pipeline is built
+    (the main process) and untouched by seed_everything: without this, every loader worker would
+    replay the same crops and flips, and no two runs would crop alike. Each pipeline gets one
+    generator for all its transforms (albumentations' own ``seed=`` hands every transform the
+    same seed, which ties a crop's position to its flip).
+    """
+    sets = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    pipelines = [t for d in sets if hasattr(d, "transforms") for t in d.transforms()]
+    for pipeline, seq in zip(pipelines, np.random.SeedSequence(list(entropy)).spawn(len(pipelines)),
+                             strict=True):
+        state = seq.generate_state(2, dtype=np.uint64)
+        pipeline.set_random_state(np.random.default_rng(state[0]), random.Random(int(state[1])))
+
+
+def init_worker(worker_id: int, rank: int = 0) -> None:
+    """A loader worker's set-up: Lightning's per-worker seeding when seed_everything(workers=True)
+    asked for it, and augmentation seeds of its own."""
+    info = torch.utils.data.get_worker_info()
+    if os.environ.get("PL_SEED_WORKERS") == "1":
+        from lightning_fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id, rank)
+    # The worker seed is drawn from the main process's torch generator (reproducible after
+    # seed_everything) plus the worker id; the rank keeps ranks from cropping alike.
+    seed_transforms(info.dataset, [info.seed, rank])
 
 
 class EvalShards(DistributedSampler):
@@ -80,9 +115,15 @@ class EvalSet(Dataset):
     def __getitem__(self, i: int):
         return {"pad": True} if i == len(self.dataset) else self.dataset[i]
 
+    def transforms(self) -> list:
+        return self.dataset.transforms()
 
-def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool = False,
-            sampler=None):
+
+def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool = False,
+                sampler=None, rank: int = 0) -> DataLoader:
+    """A DataLoader of nightseg batches (see collate_skipping) whose workers run init_worker."""
+    if num_workers == 0:  # the main process loads: seed from its torch seed (seed_everything's)
+        seed_transforms(dataset, [torch.initial_seed(), rank])
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -92,6 +133,7 @@ def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         collate_fn=collate_skipping,
+        worker_init_fn=partial(init_worker, rank=rank) if num_workers > 0 else None,
     )
 
 
@@ -140,7 +182,8 @@ class SegmentationDataModule(_DataModule):
     def train_dataloader(self) -> DataLoader:
         ds = ConcatDataset([self._dataset(s, train=True) for s in self.train_sets])
         drop_last = len(ds) > self.batch_size  # BatchNorm needs more than one sample
-        return _loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=drop_last)
+        return make_loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=drop_last,
+                           rank=self._rank()[1])
 
     def _eval_loaders(self, sets: list[SampleSet]) -> list[DataLoader]:
         world, rank = self._rank()
@@ -151,8 +194,8 @@ class SegmentationDataModule(_DataModule):
             if world > 1:
                 ds = EvalSet(ds)
                 shards = EvalShards(ds, self.eval_batch_size, world, rank)
-            loaders.append(_loader(ds, self.eval_batch_size, self.num_workers, shuffle=False,
-                                   sampler=shards))
+            loaders.append(make_loader(ds, self.eval_batch_size, self.num_workers, shuffle=False,
+                                       sampler=shards, rank=rank))
         return loaders
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -183,4 +226,5 @@ class TranslationDataModule(_DataModule):
     def train_dataloader(self) -> DataLoader:
         ds = UnpairedDataset(self.day, self.night, self.day_transform, self.on_error,
                              night_transform=self.night_transform)
-        return _loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=True)
+        return make_loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=True,
+                           rank=self._rank()[1])

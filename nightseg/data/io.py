@@ -161,6 +161,9 @@ class SegmentationDataset(Dataset):
             out["skipped"] = skipped
         return out
 
+    def transforms(self) -> list[A.BaseCompose]:
+        return [self.transform] if isinstance(self.transform, A.BaseCompose) else []
+
 
 def _read_or_skip(on_error: str, read, *args):
     """``read(*args)``; with on_error="skip" a DataError is logged (naming the file) and None
@@ -230,6 +233,10 @@ class UnpairedDataset(Dataset):
         if bad_day + bad_night:
             out["skipped"] = bad_day + bad_night
         return out
+
+    def transforms(self) -> list[A.BaseCompose]:
+        return [t for t in {id(t): t for t in (self.transform, self.night_transform)}.values()
+                if isinstance(t, A.BaseCompose)]
 
 
 def collate_skipping(batch: list[dict | None]) -> dict:
