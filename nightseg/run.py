@@ -25,6 +25,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from nightseg import distributed
 from nightseg.cache import StageCache
 from nightseg.config import check_catalog, validate
+from nightseg.hardware import resolve_trainer
 from nightseg.results import print_table
 from nightseg.stages import Job
 from nightseg.strategies import STRATEGIES
@@ -62,7 +63,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
         raise ConfigError(f"strategy.name={cfg.strategy.name} is not a strategy; use one of "
                           f"{sorted(STRATEGIES)}")
     torch.set_float32_matmul_precision("high")
-    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_kwargs = resolve_trainer(OmegaConf.to_container(cfg.trainer, resolve=True))
     # Several processes (torchrun, srun, trainer.devices=N) meet here, before any stage.
     world = distributed.start(trainer_kwargs)
     run_dir = Path(distributed.broadcast(str(run_dir)))  # rank zero's, should the clocks differ

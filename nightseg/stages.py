@@ -40,8 +40,9 @@ from nightseg.data.datamodules import (
     build_transform,
     make_loader,
 )
-from nightseg.data.io import SegmentationDataset
+from nightseg.data.io import SegmentationDataset, batch_to_float
 from nightseg.distributed import World
+from nightseg.hardware import uses_cuda
 from nightseg.models.cyclegan import Night2DayPipeline, Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.tracking import Tracker
@@ -200,6 +201,9 @@ class _Day2Night(pl.LightningModule):
         super().__init__()
         self.translator = translator
 
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return batch_to_float(batch)
+
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.translator.translate(batch["image"], "day2night").clamp(0, 1)
 
@@ -224,7 +228,8 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
                             resize=pool.resize)
         ds = SegmentationDataset(ordered, build_transform(pool.resize or data.resize),
                                  job.catalog.num_classes, data.on_error)
-        loader = make_loader(ds, data.eval_batch_size, data.num_workers, shuffle=False)
+        loader = make_loader(ds, data.eval_batch_size, data.num_workers, shuffle=False,
+                             pin_memory=uses_cuda(job.trainer_args().get("accelerator", "auto")))
         # Every rank writes its share into the shared work directory; rank zero then publishes it.
         shared = stage.work_dir / "images"
         writer = _PngWriter(shared)

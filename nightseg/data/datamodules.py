@@ -1,8 +1,9 @@
 """LightningDataModules over catalog sample sets, with albumentations joint transforms.
 
 All DataModules produce the same batch keys: ``image``/``mask`` (plus ``reference`` where a set
-has paired other-domain images) for segmentation, ``day``/``night`` for translation. Images are
-float tensors in [0, 1]; each model normalizes its own input.
+has paired other-domain images) for segmentation, ``day``/``night`` for translation. Loader workers
+send uint8; a model receives float images in [0, 1] and long masks, converted on its device, and
+normalizes its own input.
 
 Under DDP, Lightning shards the training sets (DistributedSampler). Evaluation sets are sharded
 here instead: Lightning's sampler would pad them with repeated images, which would then count
@@ -24,7 +25,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from nightseg.data.catalog import SampleSet
-from nightseg.data.io import SegmentationDataset, UnpairedDataset, collate_skipping
+from nightseg.data.io import SegmentationDataset, UnpairedDataset, batch_to_float, collate_skipping
+from nightseg.hardware import uses_cuda
 
 
 def build_transform(resize: Sequence[int] | None = None, crop: Sequence[int] | None = None,
@@ -61,8 +63,10 @@ def seed_transforms(dataset: Dataset, entropy: Sequence[int]) -> None:
 
 
 def init_worker(worker_id: int, rank: int = 0) -> None:
-    """A loader worker's set-up: Lightning's per-worker seeding when seed_everything(workers=True)
-    asked for it, and augmentation seeds of its own."""
+    """A loader worker's set-up: OpenCV single-threaded (the workers are the parallelism; its
+    thread pool in each of them only oversubscribes the cores), Lightning's per-worker seeding
+    when seed_everything(workers=True) asked for it, and augmentation seeds of its own."""
+    cv2.setNumThreads(0)
     info = torch.utils.data.get_worker_info()
     if os.environ.get("PL_SEED_WORKERS") == "1":
         from lightning_fabric.utilities.seed import pl_worker_init_function
@@ -120,7 +124,7 @@ class EvalSet(Dataset):
 
 
 def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool = False,
-                sampler=None, rank: int = 0) -> DataLoader:
+                sampler=None, rank: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader of nightseg batches (see collate_skipping) whose workers run init_worker."""
     if num_workers == 0:  # the main process loads: seed from its torch seed (seed_everything's)
         seed_transforms(dataset, [torch.initial_seed(), rank])
@@ -134,6 +138,7 @@ def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_
         persistent_workers=num_workers > 0,
         collate_fn=collate_skipping,
         worker_init_fn=partial(init_worker, rank=rank) if num_workers > 0 else None,
+        pin_memory=pin_memory,
     )
 
 
@@ -145,6 +150,13 @@ class _DataModule(pl.LightningDataModule):
         if self.trainer is None:
             return 1, 0
         return self.trainer.world_size, self.trainer.global_rank
+
+    def _pin_memory(self) -> bool:
+        """Page-locked batches copy to a GPU asynchronously; on the CPU they only cost memory."""
+        return self.trainer is not None and uses_cuda(self.trainer.accelerator)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return batch_to_float(batch)
 
 
 class SegmentationDataModule(_DataModule):
@@ -183,7 +195,7 @@ class SegmentationDataModule(_DataModule):
         ds = ConcatDataset([self._dataset(s, train=True) for s in self.train_sets])
         drop_last = len(ds) > self.batch_size  # BatchNorm needs more than one sample
         return make_loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=drop_last,
-                           rank=self._rank()[1])
+                           rank=self._rank()[1], pin_memory=self._pin_memory())
 
     def _eval_loaders(self, sets: list[SampleSet]) -> list[DataLoader]:
         world, rank = self._rank()
@@ -195,7 +207,7 @@ class SegmentationDataModule(_DataModule):
                 ds = EvalSet(ds)
                 shards = EvalShards(ds, self.eval_batch_size, world, rank)
             loaders.append(make_loader(ds, self.eval_batch_size, self.num_workers, shuffle=False,
-                                       sampler=shards, rank=rank))
+                                       sampler=shards, rank=rank, pin_memory=self._pin_memory()))
         return loaders
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -227,4 +239,4 @@ class TranslationDataModule(_DataModule):
         ds = UnpairedDataset(self.day, self.night, self.day_transform, self.on_error,
                              night_transform=self.night_transform)
         return make_loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=True,
-                           rank=self._rank()[1])
+                           rank=self._rank()[1], pin_memory=self._pin_memory())

@@ -6,6 +6,10 @@ outside the dataset's classes. With ``on_error="skip"`` a bad sample is logged w
 counted (the batch carries ``skipped``) instead of stopping the run; nothing is dropped silently.
 Training sets replace a skipped sample with the next readable one, so every batch keeps its size:
 under DDP a rank with an empty batch would take no step while the others wait for its gradients.
+
+Samples leave the loader workers as uint8 (images (3, H, W), masks (H, W)): a quarter of the bytes
+to copy between processes and to the GPU. :func:`batch_to_float` makes the model's float [0, 1]
+images and long masks on the device, after the transfer.
 """
 
 from __future__ import annotations
@@ -104,12 +108,25 @@ def load_sample(sample: Sample, label_lut: Sequence[int] | None = None,
 
 
 def to_tensor_image(img: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    """(H, W, 3) uint8 -> (3, H, W) uint8 (see :func:`batch_to_float`)."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+
+
+IMAGE_KEYS = ("image", "reference", "day", "night")
+
+
+def batch_to_float(batch: dict) -> dict:
+    """uint8 images -> float in [0, 1] and uint8 masks -> long, where the batch now is (the device)."""
+    for key in IMAGE_KEYS:
+        if key in batch and batch[key].dtype == torch.uint8:
+            batch[key] = batch[key].float().div_(255.0)
+    if "mask" in batch and batch["mask"].dtype == torch.uint8:
+        batch["mask"] = batch["mask"].long()
+    return batch
 
 
 class SegmentationDataset(Dataset):
-    """Labelled images as ``{"image": (3,H,W) float [0,1], "mask": (H,W) long, "name": str,
+    """Labelled images as ``{"image": (3,H,W) uint8, "mask": (H,W) uint8, "name": str,
     "index": int}``, plus ``"reference"`` (the paired other-domain image) where the set has one.
 
     ``transform`` is an albumentations pipeline applied jointly to image, mask and reference.
@@ -154,7 +171,7 @@ class SegmentationDataset(Dataset):
         out = {"image": to_tensor_image(arrays["image"]), "name": self.set.samples[i].name,
                "index": i}
         if "mask" in arrays:
-            out["mask"] = torch.from_numpy(np.ascontiguousarray(arrays["mask"])).long()
+            out["mask"] = torch.from_numpy(np.ascontiguousarray(arrays["mask"]))
         if "reference" in arrays:
             out["reference"] = to_tensor_image(arrays["reference"])
         if skipped:
@@ -188,7 +205,7 @@ def _apply(transform: A.BasicTransform, arrays: dict[str, np.ndarray]) -> dict[s
 
 
 class UnpairedDataset(Dataset):
-    """Unpaired day and night images for CycleGAN: ``{"day": ..., "night": ...}``.
+    """Unpaired day and night images for CycleGAN: ``{"day": ..., "night": ...}`` (uint8).
 
     Item ``i`` pairs day image ``i`` with a random night image (as CycleGAN does), so an epoch
     covers every day image once; its length is the larger of the two sets. With on_error="skip" a
