@@ -18,10 +18,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from nightseg.hardware import native_bf16
+
 
 def autocast_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the hardware has it (AVX-512 bf16 / AMX CPUs, Ampere+ GPUs), else fp16 on CUDA."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    """bf16 where the hardware has it (AVX-512 bf16 / AMX CPUs, Ampere+ GPUs), else fp16 on CUDA
+    (V100, T4: bf16 there is emulated, which torch.cuda.is_bf16_supported() counts as support)."""
+    if device.type == "cuda" and not native_bf16():
         return torch.float16
     return torch.bfloat16
 

@@ -6,6 +6,11 @@ translator, or the ratio curve mixes GAN variance into the effect being measured
 whole or not at all (built in a work directory, published with an atomic rename), and a file lock
 keeps parallel jobs from building the same artefact twice. A killed build leaves its work
 directory (with Lightning's last checkpoint) behind; the next run resumes from it.
+
+Under DDP (several processes of one job, see nightseg.distributed) only global rank zero takes the
+lock and decides "reuse or build"; every other rank follows that decision, so all ranks enter the
+same Trainer calls. While rank zero waits for another job's lock, the ranks meet every few seconds
+instead of in one long collective, which would time out during a long build elsewhere.
 """
 
 from __future__ import annotations
@@ -15,14 +20,15 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from nightseg.utils import atomic_path, write_json
+from nightseg import distributed
+from nightseg.utils import DataError, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +42,8 @@ def stage_key(spec: Mapping) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def is_launcher_child() -> bool:
-    """True in processes that a distributed launcher started for ranks other than global zero.
-
-    Those processes are started by rank zero while it holds the stage lock, so they must not wait
-    for it; they also never publish artefacts (Lightning saves checkpoints on rank zero only).
-    """
-    return int(os.environ.get("LOCAL_RANK", 0)) > 0 or int(os.environ.get("NODE_RANK", 0)) > 0
+# Seconds rank zero waits for another job's lock between two meetings with the other ranks.
+LOCK_POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -80,47 +81,69 @@ class StageCache:
     def stage(self, kind: str, spec: Mapping, artefact: str) -> Stage:
         return Stage(kind, stage_key(spec), self.root, artefact)
 
-    @contextmanager
-    def lock(self, stage: Stage) -> Iterator[None]:
-        stage.dir.mkdir(parents=True, exist_ok=True)
-        ctx = nullcontext() if is_launcher_child() else FileLock(str(stage.dir) + ".lock")
-        with ctx:
-            yield
-
     def obtain(self, kind: str, spec: Mapping, artefact: str,
                build: Callable[[Stage, Path], None]) -> tuple[Path, str]:
         """Return (path, "cached" | "trained"): reuse the artefact, or build it under the lock.
 
-        ``build(stage, tmp_path)`` must create the artefact at ``tmp_path``; it is then renamed
-        into place. It may keep resumable state in ``stage.work_dir``.
+        ``build(stage, tmp_path)`` must create the artefact at ``tmp_path`` (on rank zero); it is
+        then renamed into place. It may keep resumable state in ``stage.work_dir``. Under DDP every
+        rank calls ``obtain`` and ``build`` (which runs the Trainer), rank zero alone publishes.
         """
         stage = self.stage(kind, spec, artefact)
-        if stage.exists():
-            return stage.path, "cached"
-        with self.lock(stage):
-            if stage.exists():  # another job built it while this one waited for the lock
-                log.info("%s %s was built by another job meanwhile", kind, stage.key)
+        lock = FileLock(str(stage.dir) + ".lock") if distributed.rank() == 0 else None
+        try:
+            if self._decide(stage, lock) == "cached":
+                _check_visible(stage)
                 return stage.path, "cached"
-            spec_file = stage.dir / "spec.json"
-            if not spec_file.exists():
-                write_json(spec_file, _jsonable(spec))
+            if lock is not None:
+                spec_file = stage.dir / "spec.json"
+                if not spec_file.exists():
+                    write_json(spec_file, _jsonable(spec))
             with atomic_path(stage.path) as tmp:
                 build(stage, tmp)
                 wrote = tmp.exists()
-            if wrote:
+            if lock is not None and wrote:
                 # Published: the resumable state is no longer needed.
                 shutil.rmtree(stage.work_dir, ignore_errors=True)
-            elif not is_launcher_child():  # only rank zero publishes under DDP
+            if not distributed.broadcast(wrote):  # only rank zero publishes under DDP
                 raise RuntimeError(f"stage {kind} {stage.key}: the build wrote nothing")
-        _barrier()  # under DDP, no rank reads the artefact before rank zero has published it
+            distributed.barrier()  # no rank reads the artefact before rank zero has published it
+        finally:
+            if lock is not None and lock.is_locked:
+                lock.release()
         return stage.path, "trained"
 
+    @staticmethod
+    def _decide(stage: Stage, lock: FileLock | None) -> str:
+        """Rank zero's "cached" or "build", on every rank. Rank zero holds the lock on "build"."""
+        waited = False
+        while True:
+            decision = "wait"
+            if lock is not None and not stage.exists():
+                stage.dir.mkdir(parents=True, exist_ok=True)
+                try:
+                    lock.acquire(timeout=LOCK_POLL_S)
+                    decision = "build"
+                except Timeout:  # another job is building it: meet the other ranks, wait on
+                    waited = True
+            if lock is not None and stage.exists():
+                if waited or decision == "build":  # built by another job while this one waited
+                    log.info("%s %s was built by another job meanwhile", stage.kind, stage.key)
+                decision = "cached"
+            decision = distributed.broadcast(decision)
+            if decision != "wait":
+                return decision
 
-def _barrier() -> None:
-    import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+def _check_visible(stage: Stage) -> None:
+    """Every rank reads the artefact rank zero found: on several nodes the cache must be on a disk
+    they all see."""
+    seen = distributed.all_gather((socket.gethostname(), stage.exists()))
+    missing = [f"rank {rank} ({host})" for rank, (host, found) in enumerate(seen) if not found]
+    if missing:
+        raise DataError(f"{stage.path} exists for rank 0 but not for {', '.join(missing)}: "
+                        f"paths.cache_dir ({stage.root.parent}) must be a directory shared by every "
+                        "node, e.g. on a network filesystem")
 
 
 def _jsonable(obj):

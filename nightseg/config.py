@@ -124,6 +124,13 @@ def data_spec(cfg: DictConfig, sets: Sequence, keys: Sequence[str],
     return spec
 
 
-def trainer_spec(cfg: DictConfig) -> dict:
-    """Trainer settings that change results (precision), not the ones that only change logging."""
-    return {"precision": str(cfg.trainer.precision)}
+def trainer_spec(cfg: DictConfig, world_size: int = 1, precision=None) -> dict:
+    """Trainer settings that change results, not the ones that only change logging: the precision
+    (as resolved for the device, see nightseg.hardware) and, for training on several processes,
+    their number: N processes train on N times the global batch for 1/N of the steps, another
+    recipe. A one-process spec stays exactly what it always was, so its cache keys do not move.
+    """
+    spec = {"precision": str(cfg.trainer.precision if precision is None else precision)}
+    if world_size > 1:
+        spec["world_size"] = int(world_size)
+    return spec

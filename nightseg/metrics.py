@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torchmetrics import Metric
+from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.utilities import dim_zero_cat
 
 from nightseg.utils import nan_to_none
 
@@ -38,3 +41,73 @@ def scores_from_confusion(cm: torch.Tensor, class_names: Sequence[str]) -> dict:
 
 def _pct(x: torch.Tensor) -> float | None:
     return nan_to_none(round(float(x) * 100.0, 4))
+
+
+class _InIndexOrder(Metric):
+    """A mean over images that comes out the same, bit for bit, on any number of processes.
+
+    torchmetrics' PSNR and SSIM add up per-process sums, so under DDP the same images are summed
+    in another order and the last digits move. These keep each batch's contribution with the
+    dataset index of its first image and reduce in index order, which is the order of a
+    one-process evaluation (and, with nightseg's EvalShards, the batches are the same ones).
+    States are float32 lists (indices and pixel counts too, exact below 2**24): torchmetrics fills
+    the states of a rank without images with float32 placeholders, and the ranks must agree.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("first", default=[], dist_reduce_fx="cat")
+
+    def _ordered(self, *states) -> list[torch.Tensor]:
+        order = torch.argsort(dim_zero_cat(self.first), stable=True)
+        return [dim_zero_cat(s)[order] for s in states]
+
+
+class OrderedPSNR(_InIndexOrder):
+    """Mean per-image PSNR in dB, as torchmetrics' PeakSignalNoiseRatio(dim=(1, 2, 3)) computes it."""
+
+    def __init__(self, data_range: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.data_range = data_range
+        self.add_state("sse", default=[], dist_reduce_fx="cat")
+        self.add_state("n_obs", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+        diff = preds.float() - target.float()
+        self.sse.append(torch.sum(diff * diff, dim=(1, 2, 3)))
+        # float32, as the int64 count becomes when sse / count is promoted in torchmetrics
+        self.n_obs.append(torch.full_like(self.sse[-1], preds[0].numel()))
+        self.first.append(index.reshape(-1).to(self.sse[-1]))  # one entry per image
+
+    def compute(self) -> torch.Tensor:
+        sse, n_obs = self._ordered(self.sse, self.n_obs)
+        data_range = torch.tensor(float(self.data_range), device=sse.device)
+        psnr = 2 * torch.log(data_range) - torch.log(sse / n_obs)
+        return torch.mean(psnr * (10 / torch.log(torch.tensor(10.0))))
+
+
+class OrderedSSIM(_InIndexOrder):
+    """Mean SSIM (Gaussian window 11, sigma 1.5), as torchmetrics' StructuralSimilarityIndexMeasure
+    computes it: per-batch sums added up in batch order, divided by the number of images."""
+
+    def __init__(self, data_range: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.data_range = data_range
+        self.add_state("batch_sum", default=[], dist_reduce_fx="cat")
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, index: torch.Tensor) -> None:
+        ssim = structural_similarity_index_measure(preds, target, data_range=self.data_range,
+                                                   reduction="none")
+        self.batch_sum.append(ssim.sum().reshape(1))
+        self.first.append(index.reshape(-1)[:1].to(ssim))  # one entry per batch
+        self.total += preds.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        (sums,) = self._ordered(self.batch_sum)
+        acc = torch.tensor(0.0, device=sums.device)
+        for value in sums:  # one addition per batch, as a one-process running sum
+            acc += value
+        return acc / self.total

@@ -22,8 +22,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from nightseg import distributed
 from nightseg.cache import StageCache
 from nightseg.config import check_catalog, validate
+from nightseg.hardware import resolve_trainer
 from nightseg.results import print_table
 from nightseg.stages import Job
 from nightseg.strategies import STRATEGIES
@@ -61,13 +63,17 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
         raise ConfigError(f"strategy.name={cfg.strategy.name} is not a strategy; use one of "
                           f"{sorted(STRATEGIES)}")
     torch.set_float32_matmul_precision("high")
+    trainer_kwargs = resolve_trainer(OmegaConf.to_container(cfg.trainer, resolve=True))
+    # Several processes (torchrun, srun, trainer.devices=N) meet here, before any stage.
+    world = distributed.start(trainer_kwargs)
+    run_dir = Path(distributed.broadcast(str(run_dir)))  # rank zero's, should the clocks differ
 
     catalog = instantiate(cfg.data.catalog)
     check_catalog(cfg, catalog)
     log.info("data %s: %s", cfg.data.name, catalog.summary())
     tracker = instantiate(cfg.logger, _recursive_=False, **_tracker_kwargs(cfg, run_dir))
     job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(cfg.paths.cache_dir) / "stages"),
-              tracker=tracker, catalog=catalog)
+              tracker=tracker, catalog=catalog, world=world, trainer_kwargs=trainer_kwargs)
     try:
         metrics = STRATEGIES[cfg.strategy.name](job)
     finally:

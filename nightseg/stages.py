@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,8 +24,8 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
-from torch.utils.data import DataLoader
 
+from nightseg import distributed
 from nightseg.cache import StageCache
 from nightseg.config import (
     GENERATED_DATA_KEYS,
@@ -34,13 +35,20 @@ from nightseg.config import (
     trainer_spec,
 )
 from nightseg.data.catalog import DataCatalog, Sample, SampleSet
-from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, build_transform
-from nightseg.data.io import SegmentationDataset, collate_skipping
+from nightseg.data.datamodules import (
+    SegmentationDataModule,
+    TranslationDataModule,
+    build_transform,
+    make_loader,
+)
+from nightseg.data.io import SegmentationDataset, batch_to_float
+from nightseg.distributed import World
 from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
+from nightseg.hardware import uses_cuda
 from nightseg.models.cyclegan import Night2DayPipeline, Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.tracking import Tracker
-from nightseg.utils import write_json
+from nightseg.utils import DataError, write_json
 from nightseg.visualize import save_png, to_uint8
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,19 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
     gate: dict | None = None  # the gate used at test time and its fit, for metrics.json
+    world: World = World()  # the processes training runs on (nightseg.distributed.start)
+    trainer_kwargs: dict | None = None  # cfg.trainer after the device's choices (hardware.resolve_trainer)
+
+    def trainer_args(self) -> dict:
+        """The arguments every stage's Trainer starts from."""
+        if self.trainer_kwargs is not None:
+            return dict(self.trainer_kwargs)
+        return OmegaConf.to_container(self.cfg.trainer, resolve=True)
+
+    def trainer_spec(self, training: bool = True) -> dict:
+        """The trainer part of a cache key: with the world size for training stages."""
+        return trainer_spec(self.cfg, self.world.size if training else 1,
+                            self.trainer_args().get("precision"))
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -74,15 +95,21 @@ class Job:
         log.info("stage %s: %s%s", stage, status, where)
 
 
+GAN_STAGES = ("translator", "teacher")
+TRAINING_STAGES = (*GAN_STAGES, "segmenter")
+
+
 def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
                  callbacks: Sequence[pl.Callback] = (), **overrides) -> pl.Trainer:
     """A Trainer from ``cfg.trainer`` with a rich progress bar and the stage's logger."""
-    kwargs = OmegaConf.to_container(job.cfg.trainer, resolve=True)
+    kwargs = job.trainer_args()
     kwargs.update(overrides)
-    if stage in ("translator", "teacher") and kwargs.get("strategy") == "ddp":
-        # The generator and discriminator steps each leave the other's parameters without
-        # gradients, which plain DDP rejects (Lightning's advice for GANs).
-        kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    if stage in GAN_STAGES:
+        kwargs["strategy"] = distributed.gan_strategy(kwargs.get("strategy"), job.world)
+    elif stage not in TRAINING_STAGES and job.world.spawns:
+        # ddp_spawn/ddp_fork workers keep their scores and images to themselves: evaluate and
+        # generate in this process, on one device.
+        kwargs.update(devices=1, num_nodes=1, strategy="auto")
     return pl.Trainer(
         max_epochs=max_epochs,
         logger=job.tracker.stage_logger(stage),
@@ -126,7 +153,7 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
     spec = {"translator": OmegaConf.to_container(tcfg, resolve=True),
             "data": data_spec(cfg, [catalog.translate_day, catalog.translate_night],
                               TRANSLATOR_DATA_KEYS),
-            "seed": cfg.translator_seed, "trainer": trainer_spec(cfg)}
+            "seed": cfg.translator_seed, "trainer": job.trainer_spec()}
     built: dict[str, Translator] = {}
 
     def build(stage, out: Path) -> None:
@@ -154,17 +181,20 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
 
 # ---- generated night images (strategy augment) -----------------------------------------------
 class _PngWriter(BasePredictionWriter):
-    """Writes each translated image and its (resized) label as PNGs named by pool position."""
+    """Writes each translated image and its (resized) label as PNGs named by pool position, and
+    remembers the positions it wrote."""
 
     def __init__(self, out_dir: Path):
         super().__init__(write_interval="batch")
         self.out_dir = out_dir
+        self.written: list[int] = []
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx=0) -> None:
         for img, mask, idx in zip(prediction, batch["mask"], batch["index"], strict=True):
             save_png(to_uint8(img), self.out_dir / "images" / f"{int(idx):06d}.png")
             save_png(mask.byte().cpu().numpy(), self.out_dir / "labels" / f"{int(idx):06d}.png")
+            self.written.append(int(idx))
 
 
 class _Day2Night(pl.LightningModule):
@@ -173,6 +203,9 @@ class _Day2Night(pl.LightningModule):
     def __init__(self, translator: Translator):
         super().__init__()
         self.translator = translator
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return batch_to_float(batch)
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self.translator.translate(batch["image"], "day2night").clamp(0, 1)
@@ -188,8 +221,9 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
     order, as PNG images with their labels. Returns the set (in that order) and its cache key."""
     cfg, data, pool = job.cfg, job.cfg.data, job.catalog.train
     order_seed = int(cfg.strategy.order_seed)
+    # Translating is inference: the images do not depend on the number of processes.
     spec = {"translator": translator_key, "data": data_spec(cfg, [pool], GENERATED_DATA_KEYS),
-            "order_seed": order_seed, "trainer": trainer_spec(cfg)}
+            "order_seed": order_seed, "trainer": job.trainer_spec(training=False)}
 
     def build(stage, out: Path) -> None:
         order = pool_order(len(pool), order_seed)
@@ -197,18 +231,31 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
                             resize=pool.resize)
         ds = SegmentationDataset(ordered, build_transform(pool.resize or data.resize),
                                  job.catalog.num_classes, data.on_error)
-        loader = DataLoader(ds, batch_size=data.eval_batch_size, num_workers=data.num_workers,
-                            collate_fn=collate_skipping)
+        loader = make_loader(ds, data.eval_batch_size, data.num_workers, shuffle=False,
+                             pin_memory=uses_cuda(job.trainer_args().get("accelerator", "auto")))
         # Every rank writes its share into the shared work directory; rank zero then publishes it.
         shared = stage.work_dir / "images"
-        trainer = make_trainer(job, "generate", callbacks=[_PngWriter(shared)])
+        writer = _PngWriter(shared)
+        trainer = make_trainer(job, "generate", callbacks=[writer])
         trainer.predict(_Day2Night(translator), loader, return_predictions=False)
-        trainer.strategy.barrier()
+        # Rank zero lists what every rank wrote: a position no rank wrote was skipped (a bad
+        # file); one written elsewhere but missing here means the ranks do not share the disk.
+        written = distributed.all_gather(writer.written)
+        missing = [] if not trainer.is_global_zero else [
+            (rank, shared / "images" / f"{k:06d}.png") for rank, ks in enumerate(written)
+            for k in ks if not (shared / "images" / f"{k:06d}.png").exists()]
+        missing = distributed.broadcast(missing)
+        if missing:
+            rank, path = missing[0]
+            raise DataError(
+                f"{path} (and {len(missing) - 1} more): written by rank {rank} but not on rank 0's "
+                f"disk ({socket.gethostname()}): paths.cache_dir ({job.cfg.paths.cache_dir}) must "
+                "be a directory shared by every node, e.g. on a network filesystem")
         if not trainer.is_global_zero:
             return
         manifest = [{"index": k, "source": str(ordered.samples[k].image),
                      "image": f"images/{k:06d}.png", "label": f"labels/{k:06d}.png"}
-                    for k in range(len(ordered)) if (shared / "images" / f"{k:06d}.png").exists()]
+                    for k in sorted(k for ks in written for k in ks)]
         write_json(shared / "manifest.json", manifest)
         shared.rename(out)
 
@@ -232,7 +279,7 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
     spec = {"segmenter": OmegaConf.to_container(cfg.model.segmenter, resolve=True),
             "data": data_spec(cfg, [job.catalog.train], SEGMENTER_DATA_KEYS,
                               job.catalog.class_names),
-            "seed": cfg.seed, "trainer": trainer_spec(cfg),
+            "seed": cfg.seed, "trainer": job.trainer_spec(),
             "extra": extra_spec if extra else None}
     built: dict[str, SegmentationModule] = {}
 
@@ -270,9 +317,9 @@ def get_gate(job: Job) -> BrightnessGate:
         for domain, s in domains.items():
             ds = SegmentationDataset(s, build_transform(s.resize or data.resize),
                                      on_error=data.on_error)
-            loader = DataLoader(ds, batch_size=data.eval_batch_size, num_workers=data.num_workers,
-                                collate_fn=collate_skipping)
-            values[domain] = [float(v) for b in loader if "image" in b for v in mean_luma(b["image"])]
+            loader = make_loader(ds, data.eval_batch_size, data.num_workers, shuffle=False)
+            values[domain] = [float(v) for b in map(batch_to_float, loader) if "image" in b
+                              for v in mean_luma(b["image"])]
         threshold, day_acc, night_acc = fit_threshold(values["day"], values["night"])
         gate = BrightnessGate(threshold, day_acc, night_acc, len(values["day"]) + len(values["night"]))
         write_json(out, gate.to_dict())

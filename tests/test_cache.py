@@ -75,3 +75,57 @@ def test_parallel_jobs_build_the_same_artefact_once(tmp_path):
         p.join(60)
         assert p.exitcode == 0
     assert log.read_text().count("built") == 1
+
+
+def _hold_lock_then_publish(root: str, ready: str) -> None:
+    cache = StageCache(root)
+    stage = cache.stage("translator", {"same": True}, "model.ckpt")
+    stage.dir.mkdir(parents=True)
+    from filelock import FileLock
+
+    with FileLock(str(stage.dir) + ".lock"):
+        Path(ready).touch()
+        time.sleep(5)
+        stage.path.write_text("theirs")
+
+
+def test_rank_zero_waits_for_another_job_in_short_meetings(tmp_path, monkeypatch):
+    """While another job holds the lock, rank zero tells the other ranks "wait" every few seconds
+    (a collective each time) instead of keeping them in one collective for the whole build,
+    which would hit the process group's timeout; then every rank gets its "cached"."""
+    from nightseg import cache as cache_module
+
+    decisions = []
+    monkeypatch.setattr(cache_module.distributed, "broadcast",
+                        lambda obj: decisions.append(obj) or obj)
+    monkeypatch.setattr(cache_module, "LOCK_POLL_S", 0.5)
+    ready = tmp_path / "ready"
+    holder = mp.get_context("spawn").Process(target=_hold_lock_then_publish,
+                                              args=(str(tmp_path / "c"), str(ready)))
+    holder.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        def build(stage, out):
+            raise AssertionError("built although another job did")
+
+        path, status = StageCache(tmp_path / "c").obtain("translator", {"same": True}, "model.ckpt", build)
+    finally:
+        holder.join(60)
+    assert status == "cached" and path.read_text() == "theirs"
+    assert decisions[-1] == "cached" and decisions.count("wait") >= 3
+
+
+def test_a_node_that_cannot_see_the_cache_is_named(tmp_path, monkeypatch):
+    from nightseg import cache as cache_module
+    from nightseg.utils import DataError
+
+    cache = StageCache(tmp_path / "cache" / "stages")
+    cache.obtain("segmenter", {"x": 1}, "model.ckpt", lambda stage, out: out.write_text("w"))
+    monkeypatch.setattr(cache_module.distributed, "all_gather",
+                        lambda obj: [obj, ("node1", False)])
+    with pytest.raises(DataError, match=r"model.ckpt exists for rank 0 but not for rank 1 \(node1\): "
+                                        r"paths.cache_dir \(.*cache\) must be a directory shared"):
+        cache.obtain("segmenter", {"x": 1}, "model.ckpt", lambda stage, out: None)

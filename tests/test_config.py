@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from nightseg.config import validate
+from nightseg.config import trainer_spec, validate
 from nightseg.utils import ConfigError
 from tests.conftest import CONF_DIR, compose_cfg
 
@@ -92,3 +92,15 @@ def test_sweep_jobs_expand_like_the_basic_sweeper():
     assert sweep_jobs(["night_count=0,5", "seed=0,1", "strategy=augment"]) == [
         ["night_count=0", "seed=0", "strategy=augment"], ["night_count=0", "seed=1", "strategy=augment"],
         ["night_count=5", "seed=0", "strategy=augment"], ["night_count=5", "seed=1", "strategy=augment"]]
+
+
+def test_single_process_trainer_spec_is_unchanged_and_world_size_keys_others():
+    """Cache keys of one-process runs stay byte for byte what they were ({"precision": ...} and
+    nothing else); several processes (N x the global batch, 1/N of the steps) get keys of their own."""
+    cfg = compose_cfg()
+    assert trainer_spec(cfg) == {"precision": "bf16-mixed"}
+    assert trainer_spec(cfg, world_size=1) == {"precision": "bf16-mixed"}
+    assert trainer_spec(compose_cfg(["trainer.precision=32-true"])) == {"precision": "32-true"}
+    assert trainer_spec(cfg, world_size=4) == {"precision": "bf16-mixed", "world_size": 4}
+    assert trainer_spec(cfg, world_size=2, precision="16-mixed") == {"precision": "16-mixed",
+                                                                     "world_size": 2}

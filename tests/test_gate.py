@@ -97,7 +97,9 @@ def test_gate_is_fitted_on_translator_images_and_keeps_day_images_raw(tmp_path, 
     lumas = {}
     for name, s in (("day", catalog.translate_day), ("night", catalog.translate_night)):
         ds = SegmentationDataset(s, build_transform(cfg.data.resize))
-        lumas[name] = [float(mean_luma(ds[i]["image"][None])[0]) for i in range(len(ds))]
+        # Workers hand out uint8 images; the model (and the gate) see them as float in [0, 1].
+        lumas[name] = [float(mean_luma(ds[i]["image"][None].float() / 255)[0])
+                       for i in range(len(ds))]
     assert (gate.threshold, gate.fit_day_acc, gate.fit_night_acc) == pytest.approx(
         fit_threshold(lumas["day"], lumas["night"]))
     assert gate.fit_images == len(catalog.translate_day) + len(catalog.translate_night)

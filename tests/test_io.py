@@ -53,3 +53,32 @@ def test_datamodule_applies_resize_to_image_and_label_alike(sets):
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 64, 48) and batch["mask"].shape == (2, 64, 48)
     assert set(batch["mask"].unique().tolist()) == {1}  # nearest-neighbour: no new label values
+
+
+def test_training_sets_replace_a_skipped_sample_so_batches_keep_their_size(sets, caplog):
+    """Under DDP a rank whose batch came out empty would take no step while the others wait
+    for its gradients: a training set draws the next readable sample instead."""
+    good, bad_image, mismatch, unknown = sets
+    ds = SegmentationDataset(SampleSet("s", [bad_image, mismatch, good, unknown]), num_classes=19,
+                             on_error="skip", replace_skipped=True)
+    with caplog.at_level(logging.WARNING):
+        batch = collate_skipping([ds[i] for i in range(len(ds))])
+    assert batch["image"].shape[0] == 4 and batch["index"].tolist() == [2, 2, 2, 2]
+    assert batch["skipped"] == 2 + 1 + 0 + 3  # bad files passed over on the way to sample 2
+    bad_only = SegmentationDataset(SampleSet("bad", [bad_image, mismatch]), num_classes=19,
+                                   on_error="skip", replace_skipped=True)
+    with pytest.raises(DataError, match="bad: none of its 2 samples could be read"):
+        bad_only[0]
+
+
+def test_unpaired_pairs_replace_bad_day_and_night_images(sets):
+    from nightseg.data.io import UnpairedDataset
+
+    good, bad_image = Sample(sets[0].image), Sample(sets[1].image)
+    ds = UnpairedDataset(SampleSet("day", [bad_image, good]), SampleSet("night", [bad_image, good]),
+                         on_error="skip")
+    batch = collate_skipping([ds[0] for _ in range(8)])
+    assert batch["day"].shape[0] == 8 and batch["night"].shape[0] == 8  # CycleGAN: batch of 1
+    assert 8 <= batch["skipped"] <= 16  # each day image 0 was replaced, about half the nights
+    with pytest.raises(DataError, match="b.png: cannot decode"):
+        UnpairedDataset(SampleSet("day", [bad_image]), SampleSet("night", [good]))[0]

@@ -33,3 +33,46 @@ def test_predicted_but_absent_class_counts_as_zero_iou():
     assert s["miou"] == pytest.approx(25.0)  # (2/4 + 0) / 2
     assert s["mean_acc"] == pytest.approx(50.0)  # only class a is in the ground truth
     assert not math.isnan(s["pixel_acc"])
+
+
+def _batches(n_images=7, batch=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    preds, target = torch.rand(n_images, 3, 40, 48, generator=g), torch.rand(n_images, 3, 40, 48, generator=g)
+    return [(preds[s:s + batch], target[s:s + batch], torch.arange(s, min(s + batch, n_images)))
+            for s in range(0, n_images, batch)]
+
+
+def test_ordered_psnr_and_ssim_equal_torchmetrics_bit_for_bit():
+    """One process, batches in order: the same numbers as torchmetrics' PeakSignalNoiseRatio
+    (per image) and StructuralSimilarityIndexMeasure, to the last bit, so single-process results
+    do not move."""
+    from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+    from nightseg.metrics import OrderedPSNR, OrderedSSIM
+
+    theirs = (PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
+              StructuralSimilarityIndexMeasure(data_range=1.0))
+    ours = OrderedPSNR(), OrderedSSIM()
+    for p, t, index in _batches():
+        for m in theirs:
+            m.update(p, t)
+        for m in ours:
+            m.update(p, t, index)
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.compute().item() == b.compute().item()
+
+
+def test_ordered_metrics_do_not_depend_on_the_order_of_updates():
+    """Under DDP the batches of rank 1 are gathered after those of rank 0; in index order again,
+    the result is the one-process result exactly."""
+    from nightseg.metrics import OrderedPSNR, OrderedSSIM
+
+    batches = _batches(n_images=11, batch=2, seed=1)
+    results = []
+    for order in (batches, batches[0::2] + batches[1::2], batches[::-1]):
+        ours = OrderedPSNR(), OrderedSSIM()
+        for p, t, index in order:
+            for m in ours:
+                m.update(p, t, index)
+        results.append([m.compute().item() for m in ours])
+    assert results[0] == results[1] == results[2]

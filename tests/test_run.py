@@ -138,12 +138,13 @@ def test_killed_stage_resumes_from_its_last_checkpoint(tmp_path, smoke_overrides
 
 
 def test_augment_under_ddp_on_two_cpu_processes(tmp_path):
-    """Translator, generated images, segmenter and evaluation under DDP (gloo, 2 processes):
-    ranks share the stage lock, write their share of the generated images, one publishes."""
+    """Translator, generated images, segmenter and evaluation under DDP (gloo, 2 processes that
+    Lightning starts, with trainer.devices=2 and the default strategy: auto): ranks follow rank
+    zero's cache decisions, write their share of the generated images, one publishes."""
     cmd = [sys.executable, "-m", "nightseg.run", "experiment=smoke", "logger=csv",
            "strategy=augment", "night_count=8", f"paths.cache_dir={tmp_path}/cache",
            f"hydra.run.dir={tmp_path}/run", "trainer.accelerator=cpu", "trainer.devices=2",
-           "trainer.strategy=ddp", "data.counts.train=17"]  # odd: ranks get unequal shares
+           "data.counts.train=17"]  # odd: ranks get unequal shares
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,21 +1,32 @@
 """LightningDataModules over catalog sample sets, with albumentations joint transforms.
 
 All DataModules produce the same batch keys: ``image``/``mask`` (plus ``reference`` where a set
-has paired other-domain images) for segmentation, ``day``/``night`` for translation. Images are
-float tensors in [0, 1]; each model normalizes its own input.
+has paired other-domain images) for segmentation, ``day``/``night`` for translation. Loader workers
+send uint8; a model receives float images in [0, 1] and long masks, converted on its device, and
+normalizes its own input.
+
+Under DDP, Lightning shards the training sets (DistributedSampler). Evaluation sets are sharded
+here instead: Lightning's sampler would pad them with repeated images, which would then count
+twice in the scores (see :class:`EvalShards`).
 """
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Sequence
+from functools import partial
 
 import albumentations as A
 import cv2
+import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import ConcatDataset, DataLoader
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from nightseg.data.catalog import SampleSet
-from nightseg.data.io import SegmentationDataset, UnpairedDataset, collate_skipping
+from nightseg.data.io import SegmentationDataset, UnpairedDataset, batch_to_float, collate_skipping
+from nightseg.hardware import uses_cuda
 
 
 def build_transform(resize: Sequence[int] | None = None, crop: Sequence[int] | None = None,
@@ -34,19 +45,121 @@ def build_transform(resize: Sequence[int] | None = None, crop: Sequence[int] | N
     return A.Compose(ops, additional_targets={"reference": "image"})
 
 
-def _loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool = False):
+def seed_transforms(dataset: Dataset, entropy: Sequence[int]) -> None:
+    """Give every albumentations pipeline in ``dataset`` a random state drawn from ``entropy``.
+
+    albumentations 2.x keeps a random state per pipeline, created once where the pipeline is built
+    (the main process) and untouched by seed_everything: without this, every loader worker would
+    replay the same crops and flips, and no two runs would crop alike. Each pipeline gets one
+    generator for all its transforms (albumentations' own ``seed=`` hands every transform the
+    same seed, which ties a crop's position to its flip).
+    """
+    sets = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    pipelines = [t for d in sets if hasattr(d, "transforms") for t in d.transforms()]
+    for pipeline, seq in zip(pipelines, np.random.SeedSequence(list(entropy)).spawn(len(pipelines)),
+                             strict=True):
+        state = seq.generate_state(2, dtype=np.uint64)
+        pipeline.set_random_state(np.random.default_rng(state[0]), random.Random(int(state[1])))
+
+
+def init_worker(worker_id: int, rank: int = 0) -> None:
+    """A loader worker's set-up: OpenCV single-threaded (the workers are the parallelism; its
+    thread pool in each of them only oversubscribes the cores), Lightning's per-worker seeding
+    when seed_everything(workers=True) asked for it, and augmentation seeds of its own."""
+    cv2.setNumThreads(0)
+    info = torch.utils.data.get_worker_info()
+    if os.environ.get("PL_SEED_WORKERS") == "1":
+        from lightning_fabric.utilities.seed import pl_worker_init_function
+
+        pl_worker_init_function(worker_id, rank)
+    # The worker seed is drawn from the main process's torch generator (reproducible after
+    # seed_everything) plus the worker id; the rank keeps ranks from cropping alike.
+    seed_transforms(info.dataset, [info.seed, rank])
+
+
+class EvalShards(DistributedSampler):
+    """Evaluation under DDP: the batches of a one-process evaluation dealt to the ranks in turn.
+
+    Every image is scored once, and in the same batch as on one process, so the scores equal the
+    one-process scores exactly (Lightning's DistributedSampler would pad the set with repeated
+    images, which then count twice). A rank with one batch fewer gets a placeholder batch
+    instead (index ``len(dataset)``, see :class:`EvalSet`): every rank runs the same number of
+    steps, and none is left without a batch, which would make Lightning skip its epoch-end hooks,
+    where the metrics of all ranks meet.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        n = len(dataset)
+        batches = -(-n // batch_size)
+        mine = range(rank, batches, num_replicas)
+        self.indices = [i for b in mine for i in range(b * batch_size, min((b + 1) * batch_size, n))]
+        # The ranks short of a batch never hold the (possibly short) last one, so the placeholder
+        # forms a batch of its own.
+        self.indices += [n] * (-(-batches // num_replicas) - len(mine))
+        self.num_samples = len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class EvalSet(Dataset):
+    """An evaluation dataset that answers EvalShards' placeholder index with ``{"pad": True}``:
+    a batch without images, which the model's evaluation step passes over."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return {"pad": True} if i == len(self.dataset) else self.dataset[i]
+
+    def transforms(self) -> list:
+        return self.dataset.transforms()
+
+
+def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool = False,
+                sampler=None, rank: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader of nightseg batches (see collate_skipping) whose workers run init_worker."""
+    if num_workers == 0:  # the main process loads: seed from its torch seed (seed_everything's)
+        seed_transforms(dataset, [torch.initial_seed(), rank])
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         drop_last=drop_last,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         collate_fn=collate_skipping,
+        worker_init_fn=partial(init_worker, rank=rank) if num_workers > 0 else None,
+        pin_memory=pin_memory,
     )
 
 
-class SegmentationDataModule(pl.LightningDataModule):
+class _DataModule(pl.LightningDataModule):
+    """What both DataModules do with the Trainer they are attached to."""
+
+    def _rank(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached Trainer."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def _pin_memory(self) -> bool:
+        """Page-locked batches copy to a GPU asynchronously; on the CPU they only cost memory."""
+        return self.trainer is not None and uses_cuda(self.trainer.accelerator)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return batch_to_float(batch)
+
+
+class SegmentationDataModule(_DataModule):
     """Labelled training sets (concatenated), named validation sets and named test sets.
 
     ``val_sets``/``test_sets`` keep their order: dataloader index ``i`` is set ``i``, and the
@@ -76,16 +189,26 @@ class SegmentationDataModule(pl.LightningDataModule):
                      else build_transform(resize))
         # A set scored in its own class space (eval_classes) holds labels of those classes.
         num_classes = len(s.eval_classes) if s.eval_classes else self.num_classes
-        return SegmentationDataset(s, transform, num_classes, self.on_error)
+        return SegmentationDataset(s, transform, num_classes, self.on_error, replace_skipped=train)
 
     def train_dataloader(self) -> DataLoader:
         ds = ConcatDataset([self._dataset(s, train=True) for s in self.train_sets])
         drop_last = len(ds) > self.batch_size  # BatchNorm needs more than one sample
-        return _loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=drop_last)
+        return make_loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=drop_last,
+                           rank=self._rank()[1], pin_memory=self._pin_memory())
 
     def _eval_loaders(self, sets: list[SampleSet]) -> list[DataLoader]:
-        return [_loader(self._dataset(s), self.eval_batch_size,
-                        self.num_workers, shuffle=False) for s in sets]
+        world, rank = self._rank()
+        loaders = []
+        for s in sets:
+            ds = self._dataset(s)
+            shards = None
+            if world > 1:
+                ds = EvalSet(ds)
+                shards = EvalShards(ds, self.eval_batch_size, world, rank)
+            loaders.append(make_loader(ds, self.eval_batch_size, self.num_workers, shuffle=False,
+                                       sampler=shards, rank=rank, pin_memory=self._pin_memory()))
+        return loaders
 
     def val_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders(self.val_sets)
@@ -97,7 +220,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         return self._eval_loaders(self.test_sets)
 
 
-class TranslationDataModule(pl.LightningDataModule):
+class TranslationDataModule(_DataModule):
     """Unpaired day and night images for the CycleGAN, randomly cropped for training."""
 
     def __init__(self, day: SampleSet, night: SampleSet, batch_size: int = 1, num_workers: int = 0,
@@ -115,4 +238,5 @@ class TranslationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = UnpairedDataset(self.day, self.night, self.day_transform, self.on_error,
                              night_transform=self.night_transform)
-        return _loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=True)
+        return make_loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=True,
+                           rank=self._rank()[1], pin_memory=self._pin_memory())

@@ -4,6 +4,12 @@ Every dataset family goes through these readers, so bad files are reported the s
 everywhere: a corrupt or unreadable file, a label whose size differs from its image, label values
 outside the dataset's classes. With ``on_error="skip"`` a bad sample is logged with its reason and
 counted (the batch carries ``skipped``) instead of stopping the run; nothing is dropped silently.
+Training sets replace a skipped sample with the next readable one, so every batch keeps its size:
+under DDP a rank with an empty batch would take no step while the others wait for its gradients.
+
+Samples leave the loader workers as uint8 (images (3, H, W), masks (H, W)): a quarter of the bytes
+to copy between processes and to the GPU. :func:`batch_to_float` makes the model's float [0, 1]
+images and long masks on the device, after the transfer.
 """
 
 from __future__ import annotations
@@ -102,43 +108,78 @@ def load_sample(sample: Sample, label_lut: Sequence[int] | None = None,
 
 
 def to_tensor_image(img: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    """(H, W, 3) uint8 -> (3, H, W) uint8 (see :func:`batch_to_float`)."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+
+
+IMAGE_KEYS = ("image", "reference", "day", "night")
+
+
+def batch_to_float(batch: dict) -> dict:
+    """uint8 images -> float in [0, 1] and uint8 masks -> long, where the batch now is (the device)."""
+    for key in IMAGE_KEYS:
+        if key in batch and batch[key].dtype == torch.uint8:
+            batch[key] = batch[key].float().div_(255.0)
+    if "mask" in batch and batch["mask"].dtype == torch.uint8:
+        batch["mask"] = batch["mask"].long()
+    return batch
 
 
 class SegmentationDataset(Dataset):
-    """Labelled images as ``{"image": (3,H,W) float [0,1], "mask": (H,W) long, "name": str,
-    "index": int}``,
-    plus ``"reference"`` (the paired other-domain image) where the set has one.
+    """Labelled images as ``{"image": (3,H,W) uint8, "mask": (H,W) uint8, "name": str,
+    "index": int}``, plus ``"reference"`` (the paired other-domain image) where the set has one.
 
     ``transform`` is an albumentations pipeline applied jointly to image, mask and reference.
+    ``replace_skipped`` (training sets): with on_error="skip" a bad sample is replaced by the next
+    readable one (counted in the item's ``skipped``) instead of being dropped from its batch.
     """
 
     def __init__(self, sample_set: SampleSet, transform: A.BasicTransform | None = None,
-                 num_classes: int | None = None, on_error: str = "raise"):
+                 num_classes: int | None = None, on_error: str = "raise",
+                 replace_skipped: bool = False):
         if on_error not in ON_ERROR_CHOICES:
             raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
         self.set = sample_set
         self.transform = transform
         self.valid_max = None if num_classes is None else num_classes - 1
         self.on_error = on_error
+        self.replace_skipped = replace_skipped
 
     def __len__(self) -> int:
         return len(self.set.samples)
 
+    def _read(self, i: int) -> tuple[int, dict[str, np.ndarray] | None, int]:
+        """(index read, arrays or None if skipped, bad files passed over on the way)."""
+        n = len(self.set.samples)
+        for skipped in range(n if self.replace_skipped else 1):
+            j = (i + skipped) % n
+            arrays = _read_or_skip(self.on_error, load_sample, self.set.samples[j],
+                                   self.set.label_lut, self.valid_max)
+            if arrays is not None:
+                return j, arrays, skipped
+        if not self.replace_skipped:
+            return i, None, 1
+        raise DataError(f"{self.set.name}: none of its {n} samples could be read (see the "
+                        "warnings above); check the dataset root and layout")
+
     def __getitem__(self, i: int) -> dict | None:
-        sample = self.set.samples[i]
-        arrays = _read_or_skip(self.on_error, load_sample, sample, self.set.label_lut, self.valid_max)
+        i, arrays, skipped = self._read(i)
         if arrays is None:
             return None
         if self.transform is not None:
             arrays = _apply(self.transform, arrays)
-        out = {"image": to_tensor_image(arrays["image"]), "name": sample.name, "index": i}
+        out = {"image": to_tensor_image(arrays["image"]), "name": self.set.samples[i].name,
+               "index": i}
         if "mask" in arrays:
-            out["mask"] = torch.from_numpy(np.ascontiguousarray(arrays["mask"])).long()
+            out["mask"] = torch.from_numpy(np.ascontiguousarray(arrays["mask"]))
         if "reference" in arrays:
             out["reference"] = to_tensor_image(arrays["reference"])
+        if skipped:
+            out["skipped"] = skipped
         return out
+
+    def transforms(self) -> list[A.BaseCompose]:
+        return [self.transform] if isinstance(self.transform, A.BaseCompose) else []
 
 
 def _read_or_skip(on_error: str, read, *args):
@@ -164,10 +205,12 @@ def _apply(transform: A.BasicTransform, arrays: dict[str, np.ndarray]) -> dict[s
 
 
 class UnpairedDataset(Dataset):
-    """Unpaired day and night images for CycleGAN: ``{"day": ..., "night": ...}``.
+    """Unpaired day and night images for CycleGAN: ``{"day": ..., "night": ...}`` (uint8).
 
     Item ``i`` pairs day image ``i`` with a random night image (as CycleGAN does), so an epoch
-    covers every day image once; its length is the larger of the two sets.
+    covers every day image once; its length is the larger of the two sets. With on_error="skip" a
+    bad image (day or night) is replaced by the next readable one of its set (counted in the
+    item's ``skipped``), so no item is empty: CycleGAN trains on batches of 1.
     """
 
     def __init__(self, day: SampleSet, night: SampleSet, transform: A.BasicTransform | None = None,
@@ -176,6 +219,7 @@ class UnpairedDataset(Dataset):
             raise DataError(f"translation needs day and night images; found {len(day)} day "
                             f"({day.name}) and {len(night)} night ({night.name})")
         self.day, self.night = day.samples, night.samples
+        self.names = day.name, night.name
         self.transform = transform
         # The night images' own transform (another size), else the same as the day images'.
         self.night_transform = night_transform if night_transform is not None else transform
@@ -184,27 +228,39 @@ class UnpairedDataset(Dataset):
     def __len__(self) -> int:
         return max(len(self.day), len(self.night))
 
-    def _load(self, sample: Sample, transform: A.BasicTransform | None) -> torch.Tensor | None:
-        img = _read_or_skip(self.on_error, read_image, sample.image)
-        if img is None:
-            return None
-        if transform is not None:
-            img = transform(image=img)["image"]
-        return to_tensor_image(img)
+    def _load(self, samples: list[Sample], pick, transform: A.BasicTransform | None,
+              name: str) -> tuple[torch.Tensor, int]:
+        """The first readable image among ``pick(0), pick(1), ...`` (positions modulo the set's
+        size) and the number of bad files passed over."""
+        for skipped in range(len(samples)):
+            img = _read_or_skip(self.on_error, read_image, samples[pick(skipped) % len(samples)].image)
+            if img is not None:
+                if transform is not None:
+                    img = transform(image=img)["image"]
+                return to_tensor_image(img), skipped
+        raise DataError(f"{name}: no readable image found in {len(samples)} tries (see the "
+                        "warnings above); check the dataset root and layout")
 
-    def __getitem__(self, i: int) -> dict | None:
-        day = self._load(self.day[i % len(self.day)], self.transform)
-        # Python's random is reseeded per worker by Lightning's seed_everything(workers=True).
-        night = self._load(self.night[random.randrange(len(self.night))], self.night_transform)
-        if day is None or night is None:
-            return None
-        return {"day": day, "night": night}
+    def __getitem__(self, i: int) -> dict:
+        day, bad_day = self._load(self.day, lambda k: i + k, self.transform, self.names[0])
+        # Python's random is reseeded per worker (nightseg.data.datamodules.init_worker).
+        r = random.randrange(len(self.night))
+        night, bad_night = self._load(self.night, lambda k: r + k, self.night_transform, self.names[1])
+        out = {"day": day, "night": night}
+        if bad_day + bad_night:
+            out["skipped"] = bad_day + bad_night
+        return out
+
+    def transforms(self) -> list[A.BaseCompose]:
+        return [t for t in {id(t): t for t in (self.transform, self.night_transform)}.values()
+                if isinstance(t, A.BaseCompose)]
 
 
 def collate_skipping(batch: list[dict | None]) -> dict:
-    """Collate, dropping samples a dataset skipped and counting them in ``batch["skipped"]``."""
+    """Collate, dropping samples a dataset skipped (None) and counting them, with the bad files
+    that replaced samples passed over, in ``batch["skipped"]``."""
     kept = [b for b in batch if b is not None]
-    skipped = len(batch) - len(kept)
+    skipped = len(batch) - len(kept) + sum(b.pop("skipped", 0) for b in kept)
     out = default_collate(kept) if kept else {}
     out["skipped"] = skipped
     return out

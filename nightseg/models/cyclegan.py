@@ -122,8 +122,8 @@ class CycleGANModule(Translator, pl.LightningModule):
         return F.mse_loss(pred, torch.ones_like(pred) if real else torch.zeros_like(pred))
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        if "day" not in batch:  # every sample was skipped (data.on_error=skip)
-            return
+        # Never empty: UnpairedDataset replaces skipped files (data.on_error=skip), so under DDP
+        # every rank runs both backward passes with the others.
         if self.sample_batch is None:
             n = self.hparams.num_sample_images
             self.sample_batch = {k: batch[k][:n].detach().clone() for k in ("day", "night")}

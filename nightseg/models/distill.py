@@ -69,9 +69,8 @@ class DistillationModule(Translator, pl.LightningModule):
                 F.avg_pool2d(student, 2), F.avg_pool2d(target, 2))
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        if "day" not in batch:  # every sample was skipped (data.on_error=skip)
-            return None
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # Never empty: UnpairedDataset replaces skipped files (data.on_error=skip).
         teacher = self._teacher[0]
         day, night = self._in(batch["day"]), self._in(batch["night"])
         with torch.no_grad():

@@ -9,6 +9,7 @@ and SSIM.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
@@ -17,10 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
-from nightseg.metrics import scores_from_confusion
+from nightseg.metrics import OrderedPSNR, OrderedSSIM, scores_from_confusion
 from nightseg.nets.erf_pspnet import ERFPSPNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -80,10 +80,9 @@ class SegmentationModule(pl.LightningModule):
         return self.net(x)
 
     # ---- training --------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        if "image" not in batch:  # every sample of this batch was skipped (data.on_error=skip)
-            self._log_skipped(batch, "train")
-            return None
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        # Never empty: training sets replace skipped files (data.on_error=skip), so under DDP
+        # every rank returns a loss and steps with the others.
         logits = self(batch["image"])
         loss = F.cross_entropy(logits.float(), batch["mask"], weight=self.class_weight,
                                ignore_index=self.hparams.ignore_index)
@@ -115,14 +114,15 @@ class SegmentationModule(pl.LightningModule):
             n = len(s.eval_classes) if s.eval_classes else self.hparams.num_classes
             m = {"cm": MulticlassConfusionMatrix(n, ignore_index=IGNORE_INDEX, validate_args=False)}
             if s.has_reference:  # raw inputs give the untranslated baseline
-                m["psnr"] = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))  # mean per image
-                m["ssim"] = StructuralSimilarityIndexMeasure(data_range=1.0)
+                # Means over images, equal on any number of processes (see nightseg.metrics).
+                m["psnr"] = OrderedPSNR(data_range=1.0)
+                m["ssim"] = OrderedSSIM(data_range=1.0)
             if self._gated():  # the day/night gate's decisions, summed over ranks
                 m["translated"], m["images"] = SumMetric(), SumMetric()
             self._eval_metrics.append({k: v.to(self.device) for k, v in m.items()})
 
     def _eval_step(self, batch: dict, batch_idx: int, dataloader_idx: int) -> None:
-        if "image" not in batch:
+        if "image" not in batch:  # every file skipped (data.on_error=skip), or a DDP placeholder
             return
         image = batch["image"]
         metrics = self._eval_metrics[dataloader_idx]
@@ -134,8 +134,8 @@ class SegmentationModule(pl.LightningModule):
                 metrics["translated"].update(flags.sum().float())
                 metrics["images"].update(float(flags.numel()))
         if "psnr" in metrics:
-            metrics["psnr"].update(image.float(), batch["reference"])
-            metrics["ssim"].update(image.float(), batch["reference"])
+            metrics["psnr"].update(image.float(), batch["reference"], batch["index"])
+            metrics["ssim"].update(image.float(), batch["reference"], batch["index"])
         pred = self(image).argmax(1)
         s = self._eval_sets[dataloader_idx]
         if s.pred_lut is not None:
@@ -153,13 +153,17 @@ class SegmentationModule(pl.LightningModule):
         for s, metrics in zip(self._eval_sets, self._eval_metrics, strict=True):
             names = s.eval_classes or self.hparams.class_names
             res = {"test_set": s.name, "condition": self.test_condition}
-            res.update(scores_from_confusion(metrics["cm"].compute(), names))
-            if "psnr" in metrics:
-                res["psnr"] = round(float(metrics["psnr"].compute()), 4)
-                res["ssim"] = round(float(metrics["ssim"].compute()), 4)
-            if "translated" in metrics:
-                res["gate"] = {"translated": int(metrics["translated"].compute()),
-                               "images": int(metrics["images"].compute()), "domain": s.domain}
+            with warnings.catch_warnings():
+                # Under DDP a rank whose share is only a placeholder batch has no updates of its
+                # own; compute() still gathers every rank's.
+                warnings.filterwarnings("ignore", message=".*before the ``update`` method")
+                res.update(scores_from_confusion(metrics["cm"].compute(), names))
+                if "psnr" in metrics:
+                    res["psnr"] = round(float(metrics["psnr"].compute()), 4)
+                    res["ssim"] = round(float(metrics["ssim"].compute()), 4)
+                if "translated" in metrics:
+                    res["gate"] = {"translated": int(metrics["translated"].compute()),
+                                   "images": int(metrics["images"].compute()), "domain": s.domain}
             prefix = f"{stage}/{s.name}"
             for key in ("miou", "pixel_acc", "mean_acc", "psnr", "ssim"):
                 if res.get(key) is not None:

@@ -1,0 +1,94 @@
+"""Scenarios that tests/test_distributed.py runs in every rank of a distributed job:
+
+    python -m torch.distributed.run --nproc_per_node=2 -m tests.dist_worker cache_race ...
+    python -m torch.distributed.run --nproc_per_node=2 -m tests.dist_worker evaluate ...
+
+Each uses nightseg as a job would and writes what it saw to ``--out`` for the test to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+def cache_race(args) -> None:
+    """Two jobs need one artefact at once: the one that builds it runs collectives in its build
+    (as Trainer.fit does); the other must reuse it on every rank."""
+    dist.init_process_group("gloo")
+    from nightseg.cache import StageCache
+
+    rank, shared = dist.get_rank(), Path(args.out)
+    (shared / f"arrived_{args.job}_{rank}").touch()
+
+    def build(stage, out: Path) -> None:
+        with open(shared / "builds.log", "a") as f:
+            f.write(f"{args.job} {rank}\n")
+        # Keep building until the other job has arrived and looked for the artefact.
+        deadline = time.monotonic() + 30
+        while not list(shared.glob(f"arrived_{args.other}_*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)
+        t = torch.ones(1)
+        dist.all_reduce(t)
+        if rank == 0:  # as Lightning saves checkpoints: rank zero writes
+            out.write_text(f"built by {args.job}")
+
+    path, status = StageCache(args.cache).obtain("translator", {"same": True}, "model.ckpt", build)
+    seen = [None] * dist.get_world_size()
+    dist.all_gather_object(seen, {"rank": rank, "status": status, "content": path.read_text()})
+    if rank == 0:
+        (shared / f"result_{args.job}.json").write_text(json.dumps(seen))
+    dist.destroy_process_group()
+
+
+def evaluate(args) -> None:
+    """Score a fixed (seeded, untrained) segmenter on uneven val and test sets, raw and through a
+    fixed translator, as the strategies do; rank zero writes the results."""
+    from hydra.utils import instantiate
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from nightseg.cache import StageCache
+    from nightseg.models.cyclegan import CycleGANModule
+    from nightseg.stages import Job
+    from nightseg.stages import evaluate as evaluate_sets
+    from nightseg.tracking import Tracker
+    from tests.conftest import compose_cfg
+
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    cfg = compose_cfg(["experiment=smoke", "logger=csv", f"paths.cache_dir={args.cache}",
+                       "trainer.accelerator=cpu", f"trainer.devices={world}",
+                       "data.counts.val=3", "data.counts.test=5", "data.eval_batch_size=2"])
+    catalog = instantiate(cfg.data.catalog)
+    torch.manual_seed(0)
+    segmenter = instantiate(cfg.model.segmenter, class_names=list(catalog.class_names))
+    translator = CycleGANModule(generator={"_target_": "nightseg.nets.generator.ResnetGenerator",
+                                           "ngf": 8, "n_blocks": 2})
+    run_dir = Path(args.out) / f"run{world}"
+    job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(args.cache) / "stages"),
+              tracker=Tracker(run_dir), catalog=catalog)
+    results = evaluate_sets(job, segmenter.eval(), catalog.val + catalog.test)
+    results += evaluate_sets(job, segmenter, catalog.test, translator=translator.eval())
+    if rank_zero_only.rank == 0:
+        (Path(args.out) / f"results_{world}.json").write_text(json.dumps(results, indent=1))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario", choices=["cache_race", "evaluate"])
+    p.add_argument("--cache", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--job", default="a")
+    p.add_argument("--other", default="b")
+    args = p.parse_args()
+    {"cache_race": cache_race, "evaluate": evaluate}[args.scenario](args)
+
+
+if __name__ == "__main__":
+    main()
