@@ -46,7 +46,10 @@ def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
-    """Mean, std (sample, over seeds) and n per (strategy, condition, test set, night_count)."""
+    """Mean, std (sample, over seeds) and n per (strategy, condition, test set, night_count).
+
+    Rows of one seed that appear in several jobs (e.g. the raw rows of a run with the gate and
+    of one without) are averaged first: each seed counts once in the mean and the spread."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["strategy"], r["condition"], r["test_set"], r["night_count"])].append(r)
@@ -55,9 +58,14 @@ def aggregate(rows: list[dict]) -> list[dict]:
         row = {"strategy": strategy, "condition": condition, "test_set": test_set,
                "night_count": nc, "n_seeds": len({r["seed"] for r in rs})}
         classes = dict.fromkeys(k for r in rs for k in r if k.startswith("iou/"))
+        by_seed: dict[int, list[dict]] = defaultdict(list)
+        for r in rs:
+            by_seed[r["seed"]].append(r)
         for k in (*METRICS, *classes):
-            row[f"{k}_mean"], row[f"{k}_std"] = _mean_std([r[k] for r in rs
-                                                           if r.get(k) is not None])
+            per_seed = [statistics.fmean(vals) for vals in
+                        ([r[k] for r in runs if r.get(k) is not None] for runs in by_seed.values())
+                        if vals]
+            row[f"{k}_mean"], row[f"{k}_std"] = _mean_std(per_seed)
         out.append(row)
     out.sort(key=lambda r: (r["strategy"], r["condition"], r["test_set"],
                             -1 if r["night_count"] is None else r["night_count"]))

@@ -30,3 +30,11 @@ def test_summary_has_miou_pixel_accuracy_and_per_class_tables(tmp_path):
     assert "| augment N=0 | 80.50 ± 0.71 | 10.00 | - |" in md
     assert "| augment N=5 | 80.00 | 20.00 | - |" in md
     assert (tmp_path / "miou_vs_night_count.png").stat().st_size > 0
+
+
+def test_a_seed_scored_by_several_jobs_counts_once(tmp_path):
+    _metrics(tmp_path / "a", 0, 30.0, 70.0, 10.0)
+    _metrics(tmp_path / "b", 1, 34.0, 74.0, 10.0)
+    _metrics(tmp_path / "c", 1, 34.0, 74.0, 10.0)  # seed 1 again (e.g. a run with the gate)
+    report(tmp_path)
+    assert "| augment N=0 | 2 | 32.00 ± 2.83 |" in (tmp_path / "summary.md").read_text()
