@@ -130,7 +130,7 @@ def plot(summary: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     curves = defaultdict(list)
     for r in summary:
         # augment, and the combination's translated conditions, against night_count.
@@ -157,7 +157,7 @@ def plot(summary: list[dict], path: Path) -> None:
     n = max((r["n_seeds"] for r in summary), default=1)
     ax.set_title("mIoU vs night_count" + (f" (mean ± std over {n} seeds)" if n > 1 else ""))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over, the data
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
