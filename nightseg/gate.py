@@ -64,3 +64,7 @@ class BrightnessGate:
 
     def to_dict(self) -> dict:
         return {"kind": "mean_luma", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BrightnessGate:
+        return cls(**{k: v for k, v in d.items() if k != "kind"})

@@ -227,8 +227,7 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
 
     def build(stage, out: Path) -> None:
         order = pool_order(len(pool), order_seed)
-        ordered = SampleSet(pool.name, [pool.samples[i] for i in order], pool.label_lut,
-                            resize=pool.resize)
+        ordered = pool.reordered(order)
         ds = SegmentationDataset(ordered, build_transform(pool.resize or data.resize),
                                  job.catalog.num_classes, data.on_error)
         loader = make_loader(ds, data.eval_batch_size, data.num_workers, shuffle=False,
@@ -327,9 +326,7 @@ def get_gate(job: Job) -> BrightnessGate:
     with job.timed("gate"):
         path, status = job.cache.obtain("gate", spec, "gate.json", build)
     job.record("gate", status, path)
-    fitted = json.loads(path.read_text())
-    fitted.pop("kind")
-    return BrightnessGate(**fitted)
+    return BrightnessGate.from_dict(json.loads(path.read_text()))
 
 
 # ---- evaluation ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 IGNORE_INDEX = 255
@@ -71,9 +71,11 @@ class SampleSet:
 
     def head(self, n: int | None) -> SampleSet:
         """The first ``n`` samples (all when ``n`` is None), other fields kept."""
-        samples = self.samples if n is None else self.samples[:n]
-        return SampleSet(self.name, samples, self.label_lut, self.eval_classes, self.pred_lut,
-                         self.resize, self.domain)
+        return self if n is None else replace(self, samples=self.samples[:n])
+
+    def reordered(self, order: list[int]) -> SampleSet:
+        """The samples in ``order`` (positions into this set), other fields kept."""
+        return replace(self, samples=[self.samples[i] for i in order])
 
     def fingerprint(self) -> dict:
         """What identifies this set's training content, for stage cache keys.
