@@ -42,6 +42,20 @@ def _check_positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None
         raise ConfigError(f"{key}={value}: must be {bound} integer")
 
 
+def _check_budget(cfg: DictConfig) -> None:
+    """The segmenter trains for max_steps steps or max_epochs epochs: exactly one is set."""
+    epochs = OmegaConf.select(cfg, "model.segmenter.max_epochs")
+    steps = OmegaConf.select(cfg, "model.segmenter.max_steps")
+    if epochs is not None and steps is not None:
+        raise ConfigError(
+            f"model.segmenter.max_epochs={epochs} and model.segmenter.max_steps={steps} are both set; "
+            f"give one training budget: add model.segmenter.max_steps=null to train {epochs} epochs, "
+            f"or model.segmenter.max_epochs=null to train {steps} steps")
+    if epochs is None and steps is None:
+        raise ConfigError("the segmenter has no training budget: set model.segmenter.max_steps=N "
+                          "(optimizer steps) or model.segmenter.max_epochs=N (passes over the data)")
+
+
 def check_catalog(cfg: DictConfig, catalog) -> None:
     """Checks that need the dataset: its class count, and night_count against its day pool."""
     if catalog.num_classes != cfg.data.num_classes:
@@ -51,8 +65,11 @@ def check_catalog(cfg: DictConfig, catalog) -> None:
     if cfg.strategy.name in NIGHT_COUNT_STRATEGIES and night_count is not None:
         pool = len(catalog.train)
         if night_count > pool:
+            # A rendered dataset (data.counts.train, the synthetic one) can simply render more.
+            larger = ("" if OmegaConf.select(cfg, "data.counts.train") is None else
+                      f", or render a larger pool with data.counts.train={night_count}")
             raise ConfigError(f"night_count={night_count} is larger than the labelled day pool of "
-                              f"{cfg.data.name} ({pool} images); use night_count<={pool}")
+                              f"{cfg.data.name} ({pool} images); use night_count<={pool}{larger}")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -77,8 +94,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("data.resize", "data.train_crop", "data.translate_crop"):
         _check_size(cfg, key)
     for key in ("data.batch_size", "data.eval_batch_size", "data.translate_batch_size",
-                "model.segmenter.max_epochs"):
+                "model.segmenter.max_epochs", "model.segmenter.max_steps"):
         _check_positive(cfg, key)
+    _check_budget(cfg)
     for key in ("seed", "translator_seed"):
         if not isinstance(cfg.get(key), int):
             raise ConfigError(f"{key}={cfg.get(key)}: must be an integer")

@@ -97,6 +97,9 @@ class Job:
 
 GAN_STAGES = ("translator", "teacher")
 TRAINING_STAGES = (*GAN_STAGES, "segmenter")
+# Training by steps (model.segmenter.max_steps): resume checkpoints and validations per budget.
+CHECKPOINTS_PER_BUDGET = 10
+VALIDATIONS_PER_BUDGET = 4
 
 
 def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
@@ -121,14 +124,23 @@ def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
     )
 
 
-def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_epochs: int,
-         work_dir: Path, out: Path) -> None:
-    """Fit with a last-epoch checkpoint in ``work_dir`` (resumed after a kill), save to ``out``."""
-    # One file, overwritten at the end of every epoch. (save_last with save_top_k=0 would not
-    # do: Lightning then writes last.ckpt only when a top-k checkpoint was written as well.)
-    ckpt = ModelCheckpoint(dirpath=work_dir, filename="last", save_top_k=1, every_n_epochs=1,
-                           enable_version_counter=False)
-    trainer = make_trainer(job, stage_name, max_epochs=max_epochs, callbacks=[ckpt])
+def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_epochs: int | None,
+         work_dir: Path, out: Path, max_steps: int | None = None) -> None:
+    """Fit for ``max_epochs`` epochs, or ``max_steps`` optimizer steps when that is given, with a
+    resume checkpoint in ``work_dir`` (used again after a kill), then save the weights to ``out``."""
+    # One file, overwritten as training goes. (save_last with save_top_k=0 would not do:
+    # Lightning then writes last.ckpt only when a top-k checkpoint was written as well.)
+    if max_steps is None:
+        cadence, budget = {"every_n_epochs": 1}, {"max_epochs": max_epochs}
+    else:
+        # An epoch may be longer than the whole budget: validate and keep a resume point by
+        # steps instead (a tenth and a quarter of the budget) and let the epochs run on.
+        cadence = {"every_n_train_steps": max(1, max_steps // CHECKPOINTS_PER_BUDGET)}
+        budget = {"max_epochs": -1, "max_steps": max_steps, "check_val_every_n_epoch": None,
+                  "val_check_interval": max(1, max_steps // VALIDATIONS_PER_BUDGET)}
+    ckpt = ModelCheckpoint(dirpath=work_dir, filename="last", save_top_k=1,
+                           enable_version_counter=False, **cadence)
+    trainer = make_trainer(job, stage_name, callbacks=[ckpt], **budget)
     last = work_dir / "last.ckpt"
     if last.exists():
         log.info("stage %s: resuming from %s", stage_name, last)
@@ -292,7 +304,8 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
             batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
             num_workers=data.num_workers, resize=data.resize, train_crop=data.train_crop,
             hflip=data.hflip, on_error=data.on_error)
-        _fit(job, "segmenter", module, dm, module.hparams.max_epochs, stage.work_dir, out)
+        _fit(job, "segmenter", module, dm, module.hparams.max_epochs, stage.work_dir, out,
+             max_steps=module.hparams.max_steps)
         built["module"] = module
 
     with job.timed("segmenter"):

@@ -42,6 +42,10 @@ def test_every_group_option_composes(group):
     (["model.segmenter.num_classes=11"], "model.segmenter.num_classes=11 disagrees with data.num_classes=19"),
     (["data.on_error=ignore"], "data.on_error"),
     (["model.translator.epochs_constant=0", "model.translator.epochs_decay=0"], "epochs"),
+    (["model.segmenter.max_epochs=10"],
+     "max_epochs=10 and model.segmenter.max_steps=500 are both set; .* add model.segmenter.max_steps=null"),
+    (["model.segmenter.max_steps=null"], "no training budget"),
+    (["model.segmenter.max_steps=0"], "model.segmenter.max_steps=0: must be a positive integer"),
 ])
 def test_bad_values_name_the_key(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -104,3 +108,26 @@ def test_single_process_trainer_spec_is_unchanged_and_world_size_keys_others():
     assert trainer_spec(cfg, world_size=4) == {"precision": "bf16-mixed", "world_size": 4}
     assert trainer_spec(cfg, world_size=2, precision="16-mixed") == {"precision": "16-mixed",
                                                                      "world_size": 2}
+
+
+def test_the_papers_sweep_as_typed_fits_the_default_pool():
+    """``-m strategy=augment night_count=0,1000,2000,7000`` with nothing else: every job shares
+    one labelled day pool large enough for the largest night_count, and one step budget."""
+    from nightseg.sweep import sweep_jobs
+
+    jobs = sweep_jobs(["strategy=augment", "night_count=0,1000,2000,7000"])
+    cfgs = [compose_cfg(job) for job in jobs]
+    assert [c.night_count for c in cfgs] == [0, 1000, 2000, 7000]
+    for cfg in cfgs:
+        validate(cfg)
+        assert cfg.data.counts.train >= 7000
+        assert cfg.model.segmenter.max_steps is not None and cfg.model.segmenter.max_epochs is None
+    assert len({OmegaConf.to_yaml(c.data) for c in cfgs}) == 1  # the same pool for every job
+
+
+def test_presets_train_by_epochs_and_the_default_by_steps():
+    for option in _options("experiment"):
+        seg = compose_cfg([f"experiment={option}"]).model.segmenter
+        assert seg.max_steps is None and seg.max_epochs >= 1, option
+    seg = compose_cfg().model.segmenter
+    assert (seg.max_steps, seg.max_epochs) == (500, None)

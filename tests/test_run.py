@@ -46,34 +46,45 @@ def test_night2day_inference_then_augment_zero_share_the_segmenter(tmp_path, smo
 
 
 def test_night_count_larger_than_pool_fails_before_training(tmp_path, smoke_overrides):
-    with pytest.raises(ConfigError, match=r"night_count=17 is larger than .* \(16 images\)"):
+    with pytest.raises(ConfigError, match=r"night_count=17 is larger than .* \(16 images\); use "
+                       r"night_count<=16, or render a larger pool with data.counts.train=17"):
         _run(smoke_overrides + ["strategy=augment", "night_count=17",
                                 f"paths.cache_dir={tmp_path}/c2"], tmp_path / "r")
     assert not (tmp_path / "c2" / "stages").exists()
 
 
 def test_sweep_trains_one_translator_and_reports(tmp_path):
+    """The paper's sweep night_count=0,1000,2000,7000 over a 7000-image pool, scaled down by 250
+    (0,4,8,28 over 28 images; 28 is more than the smoke preset's own pool of 16), with a step
+    budget as the default has: one translator, one generated set, nested subsets, and the same
+    number of optimizer steps at every point."""
     cache, sweep = tmp_path / "cache", tmp_path / "sweep"
     cmd = [sys.executable, "-m", "nightseg.run", "-m", "experiment=smoke", "logger=csv",
-           "strategy=augment", "night_count=0,4,8", f"paths.cache_dir={cache}",
-           f"hydra.sweep.dir={sweep}"]
+           "strategy=augment", "night_count=0,4,8,28", "data.counts.train=28",
+           "model.segmenter.max_epochs=null", "model.segmenter.max_steps=6",
+           f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = {m["night_count"]: m for m in
                (json.loads(p.read_text()) for p in sweep.rglob("metrics.json"))}
-    assert sorted(metrics) == [0, 4, 8]
+    assert sorted(metrics) == [0, 4, 8, 28]
     assert metrics[0]["stages"]["translator"] == "unused"
-    assert sorted(metrics[n]["stages"]["translator"] for n in (4, 8)) == ["cached", "trained"]
+    assert sorted(metrics[n]["stages"]["translator"] for n in (4, 8, 28)) == ["cached", "cached", "trained"]
     assert len(list((cache / "stages" / "translator").glob("*/model.ckpt"))) == 1
     # One generated set; job N trained on its first N images, so 4 is a subset of 8.
     generated = list((cache / "stages" / "night_images").glob("*/images"))
     assert len(generated) == 1
     specs = [json.loads(p.read_text()) for p in (cache / "stages" / "segmenter").glob("*/spec.json")]
     extras = sorted((s["extra"] or {}).get("count", 0) for s in specs)
-    assert extras == [0, 4, 8]
+    assert extras == [0, 4, 8, 28]
     assert len({(s["extra"] or {}).get("generated") for s in specs if s["extra"]}) == 1
     manifest = json.loads((generated[0] / "manifest.json").read_text())
-    assert len(manifest) == 16 and len({m["source"] for m in manifest}) == 16
+    assert len(manifest) == 28 and len({m["source"] for m in manifest}) == 28
+    import torch
+
+    steps = [torch.load(m["checkpoints"]["segmenter"], map_location="cpu", weights_only=False)["global_step"]
+             for m in metrics.values()]
+    assert steps == [6] * 4  # 28 + 28 images cost what 28 + 0 cost
 
     proc = subprocess.run([sys.executable, "-m", "nightseg.report", str(sweep)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
@@ -135,6 +146,48 @@ def test_killed_stage_resumes_from_its_last_checkpoint(tmp_path, smoke_overrides
     final = torch.load(m["checkpoints"]["segmenter"], map_location="cpu", weights_only=False)
     assert final["global_step"] == 4 * steps_per_epoch
     assert not last[0].exists()  # published: the resume state is removed
+
+
+def test_step_budget_validates_resumes_and_stops_at_its_step(tmp_path, smoke_overrides, monkeypatch):
+    """max_steps=10 on 4 steps an epoch: validation and resume points come by steps (the
+    default's 7000-image epoch is longer than its whole budget), and a kill mid-epoch loses at
+    most one checkpoint interval."""
+    import torch
+
+    from nightseg.models.segmentation import SegmentationModule
+
+    overrides = smoke_overrides + ["strategy=augment", "night_count=0", f"paths.cache_dir={tmp_path}/c",
+                                   "model.segmenter.max_epochs=null", "model.segmenter.max_steps=10"]
+    real_step, real_val = SegmentationModule.training_step, SegmentationModule.validation_step
+    steps, validated_at = [], []
+
+    def dies_at_step_7(self, *a):
+        if self.global_step == 7:
+            raise _Killed
+        steps.append(self.global_step)
+        return real_step(self, *a)
+
+    def counting_val(self, batch, batch_idx, *a):
+        if batch_idx == 0:
+            validated_at.append(self.global_step)
+        return real_val(self, batch, batch_idx, *a)
+
+    monkeypatch.setattr(SegmentationModule, "training_step", dies_at_step_7)
+    monkeypatch.setattr(SegmentationModule, "validation_step", counting_val)
+    with pytest.raises(_Killed):
+        _run(overrides, tmp_path / "a")
+    assert steps == list(range(7)) and validated_at == [2, 4, 6]  # every 10 // 4 = 2 steps
+    last = list((tmp_path / "c" / "stages" / "segmenter").glob("*/work/last.ckpt"))
+    assert len(last) == 1  # written every 10 // 10 = 1 step
+    assert torch.load(last[0], map_location="cpu", weights_only=False)["global_step"] == 7
+
+    steps.clear()
+    monkeypatch.setattr(SegmentationModule, "training_step",
+                        lambda self, *a: steps.append(self.global_step) or real_step(self, *a))
+    m = _run(overrides, tmp_path / "b")
+    assert steps == [7, 8, 9]
+    final = torch.load(m["checkpoints"]["segmenter"], map_location="cpu", weights_only=False)
+    assert final["global_step"] == 10
 
 
 def test_augment_under_ddp_on_two_cpu_processes(tmp_path):
