@@ -91,6 +91,21 @@ def test_catalog_layout_and_files(tmp_path):
     assert not list(key.rglob("*.tmp"))
 
 
+def test_day_test_is_the_test_scenes_by_day(tmp_path):
+    """data.day_test=true: the same test scenes, labels and order, their day renderings as the
+    images (a mixed day+night test for the gate); nothing new is rendered for it."""
+    night_only = build_catalog(tmp_path, 0, SIZE, COUNTS)
+    cat = build_catalog(tmp_path, 0, SIZE, COUNTS, day_test=True)
+    night, day = cat.test
+    assert (night.name, night.domain, day.name, day.domain) == (
+        "synthetic_night", "night", "synthetic_day_test", "day")
+    assert night.samples == night_only.test[0].samples
+    assert [s.label for s in day.samples] == [s.label for s in night.samples]
+    assert [s.image for s in day.samples] == [s.reference for s in night.samples]
+    assert not day.has_reference
+    assert np.array_equal(read_image(day.samples[1].image), render_scene(0, "test", 1, SIZE)["day"])
+
+
 def test_second_call_reuses_files(tmp_path, monkeypatch):
     build_catalog(tmp_path, 0, SIZE, COUNTS)
     before = _files(tmp_path)

@@ -87,11 +87,13 @@ def _path(key: Path, split: str, kind: str, index: int) -> Path:
 
 
 def build_catalog(root: str | os.PathLike, seed: int, image_size: Sequence[int],
-                  counts: Mapping[str, int]) -> DataCatalog:
+                  counts: Mapping[str, int], day_test: bool = False) -> DataCatalog:
     """The synthetic dataset as a DataCatalog, rendering whatever ``root`` does not hold yet.
 
     ``image_size`` = [rows, cols]; ``counts`` maps split names (translate_day, translate_night,
-    train, val, test) to image counts, missing splits meaning 0.
+    train, val, test) to image counts, missing splits meaning 0. ``day_test``: also score the
+    test scenes by day (their true day renderings, the same labels) as the test set
+    ``synthetic_day_test`` beside ``synthetic_night``: a mixed day+night test for the gate.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         # A spawned worker is importing a main script that calls us at top level; waiting for the
@@ -115,7 +117,7 @@ def build_catalog(root: str | os.PathLike, seed: int, image_size: Sequence[int],
             if todo:
                 _generate(key, seed, size, todo)
             _write_manifest(key, seed, size, counts)
-    return _catalog(key, counts)
+    return _catalog(key, counts, bool(day_test))
 
 
 def _check_seed(seed) -> int:
@@ -292,11 +294,17 @@ def _render_parallel(tasks: list[tuple], workers: int, advance) -> list[tuple]:
         return left
 
 
-def _catalog(key: Path, counts: Mapping[str, int]) -> DataCatalog:
+def _catalog(key: Path, counts: Mapping[str, int], day_test: bool = False) -> DataCatalog:
     def samples(split: str) -> list[Sample]:
         image, label, ref = SPLIT_FILES[split]
         return [Sample(_path(key, split, image, i), _path(key, split, label, i),
                        _path(key, split, ref, i) if ref else None) for i in range(counts[split])]
+
+    test = [SampleSet("synthetic_night", samples("test"), domain="night")]
+    if day_test:
+        test.append(SampleSet("synthetic_day_test", [
+            Sample(_path(key, "test", "day", i), _path(key, "test", "label", i))
+            for i in range(counts["test"])], domain="day"))
 
     return DataCatalog(
         name="synthetic", class_names=CITYSCAPES_CLASSES,
@@ -304,7 +312,7 @@ def _catalog(key: Path, counts: Mapping[str, int]) -> DataCatalog:
         translate_night=SampleSet("synthetic_translate_night", samples("translate_night")),
         train=SampleSet("synthetic_train", samples("train")),
         val=[SampleSet("synthetic_day_val", samples("val"), domain="day")],
-        test=[SampleSet("synthetic_night", samples("test"), domain="night")])
+        test=test)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
