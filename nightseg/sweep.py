@@ -8,6 +8,7 @@ each job's config and runs the same checks as a single run (``nightseg.config.va
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -23,12 +24,21 @@ log = logging.getLogger(__name__)
 
 
 def sweep_jobs(task_overrides: list[str]) -> list[list[str]]:
-    """The overrides of every job, in launch order, as Hydra's basic sweeper expands them."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """The overrides of every job, in launch order, as Hydra's basic sweeper expands them: the
+    cartesian product of the overrides' values, the first override varying slowest, a repeated
+    key keeping its first position and its last value. Only Hydra's public override parser."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(task_overrides)
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(task_overrides):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ValueError(f"{override.input_line}: the basic sweeper cannot enumerate this sweep")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 class CheckSweep(Callback):
