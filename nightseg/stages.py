@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ from nightseg.utils import DataError, write_json
 from nightseg.visualize import save_png, to_uint8
 
 log = logging.getLogger(__name__)
+# pytorch-lightning 2.6 still builds torch's deprecated LeafSpec in its own pytree helper, so every
+# Trainer of every stage printed this FutureWarning; nothing a user of nightseg can change, and it
+# goes away with a Lightning release that follows torch's API. (pyproject.toml filters it in tests.)
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                        category=FutureWarning)
 
 
 @dataclass
