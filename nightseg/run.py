@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nightseg import distributed
 from nightseg.cache import StageCache
@@ -83,6 +85,11 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     return metrics
 
 
+# Exit status after SIGTERM (128 + 15, what a shell reports for a process the signal ended): the
+# job was stopped, not failed, and the same command resumes it.
+EXIT_SIGTERM = 143
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
@@ -90,6 +97,13 @@ def main(cfg: DictConfig) -> None:
     except (ConfigError, DataError) as e:
         # Bad input, not a bug: one line naming the key or file and the fix, no traceback.
         raise SystemExit(f"error: {e}") from None
+    except SIGTERMException:
+        # Lightning raises it (a SystemExit with status 0) at the step after SIGTERM; the stage in
+        # training has saved its resume checkpoint. Leave with a status that says so, and leave
+        # the whole process: in a sweep, Hydra would otherwise go on to the next job.
+        print(f"stopped by SIGTERM: run the same command again to resume (exit status {EXIT_SIGTERM})",
+              file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_SIGTERM) from None
 
 
 if __name__ == "__main__":

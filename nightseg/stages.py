@@ -25,6 +25,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nightseg import distributed
 from nightseg.cache import StageCache
@@ -108,6 +109,17 @@ CHECKPOINTS_PER_BUDGET = 10
 VALIDATIONS_PER_BUDGET = 4
 
 
+class _ProgressBar(RichProgressBar):
+    """Lightning's rich bar, saying "Epoch 0 (budget 500 steps)" where a step budget leaves the
+    epochs open (max_epochs=-1), instead of "Epoch 0/-2"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        if trainer.max_epochs is not None and trainer.max_epochs < 0 and trainer.max_steps > 0:
+            return f"Epoch {current_epoch} (budget {trainer.max_steps} steps)"
+        return super()._get_train_description(current_epoch)
+
+
 def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
                  callbacks: Sequence[pl.Callback] = (), **overrides) -> pl.Trainer:
     """A Trainer from ``cfg.trainer`` with a rich progress bar and the stage's logger."""
@@ -122,12 +134,29 @@ def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
     return pl.Trainer(
         max_epochs=max_epochs,
         logger=job.tracker.stage_logger(stage),
-        callbacks=[RichProgressBar(leave=True), *callbacks],
+        callbacks=[_ProgressBar(leave=True), *callbacks],
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         default_root_dir=str(job.run_dir),
         enable_model_summary=False,
         **kwargs,
     )
+
+
+class _CheckpointOnSigterm(pl.Callback):
+    """SIGTERM (what Slurm and other schedulers send before preemption or at the time limit):
+    Lightning's handler stops training after the current step with SIGTERMException; this saves
+    that step as the stage's resume checkpoint, so the rerun loses nothing (run.main then exits
+    with EXIT_SIGTERM). Other exceptions keep the last periodic checkpoint: the state that
+    raised them (a NaN loss, a bug) is not one to resume from."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
+            log.warning("SIGTERM: training stopped at step %d; resume checkpoint saved to %s",
+                        trainer.global_step, self.path)
 
 
 def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_epochs: int | None,
@@ -146,7 +175,8 @@ def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_
                   "val_check_interval": max(1, max_steps // VALIDATIONS_PER_BUDGET)}
     ckpt = ModelCheckpoint(dirpath=work_dir, filename="last", save_top_k=1,
                            enable_version_counter=False, **cadence)
-    trainer = make_trainer(job, stage_name, callbacks=[ckpt], **budget)
+    trainer = make_trainer(job, stage_name, callbacks=[ckpt, _CheckpointOnSigterm(work_dir / "last.ckpt")],
+                           **budget)
     last = work_dir / "last.ckpt"
     if last.exists():
         log.info("stage %s: resuming from %s", stage_name, last)

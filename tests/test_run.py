@@ -205,3 +205,73 @@ def test_augment_under_ddp_on_two_cpu_processes(tmp_path):
     assert m["stages"] == {"translator": "trained", "generated_night": "trained", "segmenter": "trained"}
     manifest = next((tmp_path / "cache" / "stages" / "night_images").glob("*/images/manifest.json"))
     assert [e["index"] for e in json.loads(manifest.read_text())] == list(range(17))
+
+
+_SLOW_TRAINING = '''
+import os, runpy, sys, time
+from pathlib import Path
+
+from nightseg.models.segmentation import SegmentationModule
+
+real_step = SegmentationModule.training_step
+
+
+def slow_step(self, *args):
+    if self.global_step == 3:
+        Path(os.environ["NIGHTSEG_TEST_MARKER"]).touch()
+    time.sleep(0.3)
+    return real_step(self, *args)
+
+
+SegmentationModule.training_step = slow_step
+sys.argv[0] = "nightseg.run"
+runpy.run_module("nightseg.run", run_name="__main__", alter_sys=True)
+'''
+
+
+def test_sigterm_stops_the_sweep_with_a_resume_checkpoint_and_the_rerun_finishes(tmp_path):
+    """What a scheduler does before preemption: SIGTERM to every process of the job (the group),
+    here during the segmenter of the first job of a two-job sweep. The sweep stops with exit
+    status 143 and starts no other job; the stage keeps the step it reached; the same command
+    resumes it and finishes both jobs."""
+    import signal
+    import time
+
+    import torch
+
+    from nightseg.run import EXIT_SIGTERM
+
+    script, marker = tmp_path / "slow_run.py", tmp_path / "training"
+    script.write_text(_SLOW_TRAINING)
+    sweep, cache = tmp_path / "sweep", tmp_path / "cache"
+    args = ["-m", "experiment=smoke", "logger=csv", "strategy=augment", "night_count=0", "seed=0,1",
+            "model.segmenter.max_epochs=null", "model.segmenter.max_steps=100",
+            "data.num_workers=2", f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}"]
+    env = dict(os.environ, NIGHTSEG_TEST_MARKER=str(marker))
+    proc = subprocess.Popen([sys.executable, str(script), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate()[1][-3000:]
+    os.killpg(proc.pid, signal.SIGTERM)  # the main process and its loader workers
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_SIGTERM, err[-3000:]
+    assert "stopped by SIGTERM: run the same command again to resume" in err
+    assert not (sweep / "1").exists()  # Hydra did not go on to the second job
+    assert not list(sweep.rglob("metrics.json"))
+    last = list((cache / "stages" / "segmenter").glob("*/work/last.ckpt"))
+    assert len(last) == 1
+    stopped_at = torch.load(last[0], map_location="cpu", weights_only=False)["global_step"]
+    assert 4 <= stopped_at < 10  # saved on SIGTERM: the first periodic checkpoint is at step 10
+
+    rerun = subprocess.run([sys.executable, "-m", "nightseg.run", *args], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming from" in (sweep / "0" / "run.log").read_text()
+    metrics = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert [m["seed"] for m in metrics] == [0, 1]
+    for m in metrics:
+        final = torch.load(m["checkpoints"]["segmenter"], map_location="cpu", weights_only=False)
+        assert final["global_step"] == 100

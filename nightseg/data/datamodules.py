@@ -13,6 +13,7 @@ twice in the scores (see :class:`EvalShards`).
 from __future__ import annotations
 
 import os
+import signal
 import random
 from collections.abc import Sequence
 from functools import partial
@@ -67,6 +68,10 @@ def init_worker(worker_id: int, rank: int = 0) -> None:
     thread pool in each of them only oversubscribes the cores), Lightning's per-worker seeding
     when seed_everything(workers=True) asked for it, and augmentation seeds of its own."""
     cv2.setNumThreads(0)
+    # A scheduler's SIGTERM reaches every process of the job. The main process stops training at
+    # the next step and saves a resume checkpoint (stages._fit); a worker killed by it first
+    # would turn that into a DataLoader error instead. Workers end with the main process.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     info = torch.utils.data.get_worker_info()
     if os.environ.get("PL_SEED_WORKERS") == "1":
         from lightning_fabric.utilities.seed import pl_worker_init_function
