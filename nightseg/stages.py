@@ -152,7 +152,8 @@ class _CheckpointOnSigterm(pl.Callback):
     def __init__(self, path: Path):
         self.path = path
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                     exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.path)
             log.warning("SIGTERM: training stopped at step %d; resume checkpoint saved to %s",

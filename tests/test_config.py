@@ -97,9 +97,10 @@ def test_sweep_jobs_expand_like_the_basic_sweeper():
         ["night_count=0", "seed=0", "strategy=augment"], ["night_count=0", "seed=1", "strategy=augment"],
         ["night_count=5", "seed=0", "strategy=augment"], ["night_count=5", "seed=1", "strategy=augment"]]
     # range sweeps, + keys and list values; a repeated key keeps its place and its last value
-    assert sweep_jobs(["seed=range(0,2)", "+tag=a", "data.resize=[64,64]", "x=1", "x=2,3"]) == [
-        ["seed=0", "+tag=a", "data.resize=[64,64]", "x=2"], ["seed=0", "+tag=a", "data.resize=[64,64]", "x=3"],
-        ["seed=1", "+tag=a", "data.resize=[64,64]", "x=2"], ["seed=1", "+tag=a", "data.resize=[64,64]", "x=3"]]
+    fixed = ["+tag=a", "data.resize=[64,64]"]
+    assert sweep_jobs(["seed=range(0,2)", *fixed, "x=1", "x=2,3"]) == [
+        ["seed=0", *fixed, "x=2"], ["seed=0", *fixed, "x=3"],
+        ["seed=1", *fixed, "x=2"], ["seed=1", *fixed, "x=3"]]
     with pytest.raises(ValueError, match="cannot enumerate"):
         sweep_jobs(["lr=interval(0.1,0.2)"])
 

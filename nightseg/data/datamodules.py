@@ -13,8 +13,8 @@ twice in the scores (see :class:`EvalShards`).
 from __future__ import annotations
 
 import os
-import signal
 import random
+import signal
 from collections.abc import Sequence
 from functools import partial
 
