@@ -246,8 +246,9 @@ def test_sigterm_stops_the_sweep_with_a_resume_checkpoint_and_the_rerun_finishes
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     args = ["-m", "experiment=smoke", "logger=csv", "strategy=augment", "night_count=0", "seed=0,1",
             "model.segmenter.max_epochs=null", "model.segmenter.max_steps=100",
+            "data.counts.train=64",  # 16 steps an epoch: few loader restarts in 100 steps
             "data.num_workers=2", f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}"]
-    env = dict(os.environ, NIGHTSEG_TEST_MARKER=str(marker))
+    env = dict(os.environ, NIGHTSEG_TEST_MARKER=str(marker), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, str(script), *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -266,7 +267,7 @@ def test_sigterm_stops_the_sweep_with_a_resume_checkpoint_and_the_rerun_finishes
     stopped_at = torch.load(last[0], map_location="cpu", weights_only=False)["global_step"]
     assert 4 <= stopped_at < 10  # saved on SIGTERM: the first periodic checkpoint is at step 10
 
-    rerun = subprocess.run([sys.executable, "-m", "nightseg.run", *args], cwd=REPO,
+    rerun = subprocess.run([sys.executable, "-m", "nightseg.run", *args], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming from" in (sweep / "0" / "run.log").read_text()
