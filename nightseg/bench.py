@@ -19,7 +19,6 @@ CycleGAN (cyclegan_small) and the paper's (cyclegan). Results: experiments/bench
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from torch import nn
 
 from nightseg.bench_timing import conv_peak_gflops, count_macs, n_params, time_calls, time_training_steps
 from nightseg.models.cyclegan import Night2DayPipeline
+from nightseg.utils import write_json
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MODELS = ("segmenter", "translator_full", "translator_light", "pipeline_full", "pipeline_light")
@@ -268,10 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = _rounded(run(args))
     print_table(result, args)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, args.json)  # never a half-written results file
+        write_json(args.json, result)  # never a half-written results file
     return result
 
 

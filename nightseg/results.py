@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
+from nightseg import distributed
 from nightseg.stages import Job
 from nightseg.utils import write_json
 
@@ -64,7 +64,7 @@ def write_metrics(job: Job, results: Sequence[dict], night_count: int | None) ->
     metrics["stages"] = dict(job.stages)
     metrics["timings_s"] = dict(job.timings)
     metrics["checkpoints"] = dict(job.checkpoints)
-    if rank_zero_only.rank != 0:  # under DDP every rank has the same results; one writes them
+    if not distributed.is_rank_zero():  # under DDP every rank has the same results; one writes them
         return metrics
     write_json(job.run_dir / "metrics.json", metrics)
     summary = {f"{r['test_set']}/{r['condition']}/miou": r["miou"] for r in rows}

@@ -289,7 +289,7 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
         # Rank zero lists what every rank wrote: a position no rank wrote was skipped (a bad
         # file); one written elsewhere but missing here means the ranks do not share the disk.
         written = distributed.all_gather(writer.written)
-        missing = [] if not trainer.is_global_zero else [
+        missing = [] if not distributed.is_rank_zero() else [
             (rank, shared / "images" / f"{k:06d}.png") for rank, ks in enumerate(written)
             for k in ks if not (shared / "images" / f"{k:06d}.png").exists()]
         missing = distributed.broadcast(missing)
@@ -299,7 +299,7 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
                 f"{path} (and {len(missing) - 1} more): written by rank {rank} but not on rank 0's "
                 f"disk ({socket.gethostname()}): paths.cache_dir ({job.cfg.paths.cache_dir}) must "
                 "be a directory shared by every node, e.g. on a network filesystem")
-        if not trainer.is_global_zero:
+        if not distributed.is_rank_zero():
             return
         manifest = [{"index": k, "source": str(ordered.samples[k].image),
                      "image": f"images/{k:06d}.png", "label": f"labels/{k:06d}.png"}
@@ -407,7 +407,7 @@ def save_panels(job: Job, module: SegmentationModule, condition: str) -> list[Pa
     from nightseg.visualize import colorize, gate_marked, panel
 
     paths = []
-    if not pl.utilities.rank_zero_only.rank == 0:
+    if not distributed.is_rank_zero():
         return paths
     for set_name, p in module.eval_panels.items():
         s = next((s for s in job.catalog.val + job.catalog.test if s.name == set_name), None)

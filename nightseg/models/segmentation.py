@@ -113,7 +113,8 @@ class SegmentationModule(pl.LightningModule):
         self.eval_panels = {}
         for s in self._eval_sets:
             n = len(s.eval_classes) if s.eval_classes else self.hparams.num_classes
-            m = {"cm": MulticlassConfusionMatrix(n, ignore_index=IGNORE_INDEX, validate_args=False)}
+            m = {"cm": MulticlassConfusionMatrix(n, ignore_index=self.hparams.ignore_index,
+                                                validate_args=False)}
             if s.has_reference:  # raw inputs give the untranslated baseline
                 # Means over images, equal on any number of processes (see nightseg.metrics).
                 m["psnr"] = OrderedPSNR(data_range=1.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +31,7 @@ from nightseg.data.synthetic.render import (
     SPLITS,
     render_scene,
 )
-from nightseg.utils import ConfigError, write_json
+from nightseg.utils import ConfigError, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -171,21 +172,23 @@ def _write_manifest(key: Path, seed: int, size: tuple[int, int], counts: Mapping
 
 
 def _remove_stale_temporaries(key: Path) -> None:
-    """Temporary files left by a killed job (we hold the lock, so nobody is writing them)."""
+    """Temporaries left by a killed job (we hold the lock, so nobody is writing them)."""
     for tmp in key.glob("*/*/.*.tmp"):
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # a file, as written by versions before atomic_path
+            tmp.unlink(missing_ok=True)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    """Encode and write a PNG atomically: a hidden temporary file, then os.replace."""
+    """Encode and write a PNG atomically (nightseg.utils.atomic_path)."""
     if image.ndim == 3:
         image = np.ascontiguousarray(image[..., ::-1])  # OpenCV wants BGR
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise RuntimeError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
 
 
 def _render_task(task: tuple) -> None:
