@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from nightseg.run import run
 from nightseg.stages import Job, evaluate, get_gate, get_segmenter, get_translator
 from nightseg.tracking import CSVTracker
 from nightseg.utils import ConfigError
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, read_metrics
 
 
 def test_threshold_separates_and_prefers_the_darker_cut():
@@ -78,7 +77,7 @@ def test_combined_strategy_reuses_every_stage_and_counts_gate_decisions(tmp_path
                           ("synthetic_night", "night2day_gated")}
     # The raw rows are augment's own.
     assert [r for r in both["results"] if r["condition"] == "raw"] == aug["results"]
-    gate = json.loads((tmp_path / "both" / "metrics.json").read_text())["gate"]
+    gate = read_metrics(tmp_path / "both")["gate"]
     night = gate["decisions"]["synthetic_night"]
     assert night["images"] == 4 and night["domain"] == "night"
     assert night["accuracy"] == pytest.approx(100.0 * night["translated"] / 4)

@@ -219,3 +219,28 @@ def test_preview_cli(tmp_path):
     assert img.shape == (2 * 64 + 2, 3 * 96 + 4, 3)
     with pytest.raises(ConfigError, match="data.image_size"):
         synthetic_main(["--preview", str(out), "--size", "8", "8"])
+
+
+def test_the_renderer_package_has_no_import_circle():
+    """Each module of nightseg.data.synthetic imports only modules below it: a topological order
+    of its import graph exists (the package's __init__ imports everything, so it is left out)."""
+    import ast
+    import graphlib
+
+    package = Path(build.__file__).parent
+    prefix = "nightseg.data.synthetic."
+    graph = {}
+    for path in package.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(prefix):
+                deps.add(node.module.removeprefix(prefix))
+            elif isinstance(node, ast.ImportFrom) and node.module == "nightseg.data.synthetic":
+                deps.add("__init__")  # the package itself: everything, hence a circle
+        graph[path.stem] = deps
+    assert {"layout", "objects", "vehicles", "scene", "day", "night", "render", "build", "stats",
+            "__main__"} <= set(graph)
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a circle
+    assert "__init__" not in order
