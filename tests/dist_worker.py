@@ -55,9 +55,9 @@ def evaluate(args) -> None:
     from pytorch_lightning.utilities import rank_zero_only
 
     from nightseg.cache import StageCache
+    from nightseg.evaluation import evaluate as evaluate_sets
     from nightseg.models.cyclegan import CycleGANModule
     from nightseg.stages import Job
-    from nightseg.stages import evaluate as evaluate_sets
     from nightseg.tracking import Tracker
     from tests.conftest import compose_cfg
 
@@ -73,8 +73,11 @@ def evaluate(args) -> None:
     run_dir = Path(args.out) / f"run{world}"
     job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(args.cache) / "stages"),
               tracker=Tracker(run_dir), catalog=catalog)
-    results = evaluate_sets(job, segmenter.eval(), catalog.val + catalog.test)
-    results += evaluate_sets(job, segmenter, catalog.test, translator=translator.eval())
+    raw = evaluate_sets(job, segmenter.eval(), catalog.val + catalog.test)
+    translated = evaluate_sets(job, segmenter, catalog.test, translator=translator.eval())
+    # One row per set and condition, with PSNR/SSIM where the set has true day references.
+    results = [{**row, **ev.translation.get(row["test_set"], {})}
+               for ev in (raw, translated) for row in ev.rows]
     if rank_zero_only.rank == 0:
         (Path(args.out) / f"results_{world}.json").write_text(json.dumps(results, indent=1))
 
