@@ -52,8 +52,8 @@ def evaluate(args) -> None:
     """Score a fixed (seeded, untrained) segmenter on uneven val and test sets, raw and through a
     fixed translator, as the strategies do; rank zero writes the results."""
     from hydra.utils import instantiate
-    from pytorch_lightning.utilities import rank_zero_only
 
+    from nightseg import distributed
     from nightseg.cache import StageCache
     from nightseg.evaluation import evaluate as evaluate_sets
     from nightseg.models.cyclegan import CycleGANModule
@@ -78,7 +78,7 @@ def evaluate(args) -> None:
     # One row per set and condition, with PSNR/SSIM where the set has true day references.
     results = [{**row, **ev.translation.get(row["test_set"], {})}
                for ev in (raw, translated) for row in ev.rows]
-    if rank_zero_only.rank == 0:
+    if distributed.is_rank_zero():
         (Path(args.out) / f"results_{world}.json").write_text(json.dumps(results, indent=1))
 
 
