@@ -5,11 +5,12 @@
 
 Models (all the project's real modules with untrained weights; speed does not depend on them):
 ``segmenter`` is SegmentationModule (ERF-PSPNet, 19 classes, its own normalisation);
-``translator_full`` is CycleGANModule.translate night2day with the paper's generator
-(conf/model/translator/cyclegan.yaml: ResnetGenerator ngf=64, 9 blocks);
-``translator_light`` the same with conf/model/translator/light.yaml (LightGenerator);
-``pipeline_*`` is the strategy night2day_inference at test time: translate, clamp to [0, 1],
-segment. The reference path is fp32, eager, NCHW (``channels_last=False``); the optimized path
+``pipeline_*`` is SegmentationPipeline (nightseg/pipeline.py), what evaluation runs for the
+strategy night2day_inference: translate night->day, clamp to [0, 1], segment; ``translator_full``
+is its translator alone (an identity segmenter) with the paper's generator
+(conf/model/translator/cyclegan.yaml: ResnetGenerator ngf=64, 9 blocks), ``translator_light``
+the same with conf/model/translator/light.yaml (LightGenerator).
+The reference path is fp32, eager, NCHW (``channels_last=False``); the optimized path
 is autocast (bf16 on CPU; bf16 or fp16 on CUDA) with ``channels_last=True`` and, with
 ``--compile``, torch.compile. Training steps time the modules' own ``training_step`` under a
 Lightning Trainer, fp32 NCHW vs bf16-mixed channels_last: the segmenter, the default config's
@@ -19,7 +20,6 @@ CycleGAN (cyclegan_small) and the paper's (cyclegan). Results: experiments/bench
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -32,7 +32,8 @@ from hydra.utils import instantiate
 from torch import nn
 
 from nightseg.bench_timing import conv_peak_gflops, count_macs, n_params, time_calls, time_training_steps
-from nightseg.models.cyclegan import Night2DayPipeline
+from nightseg.pipeline import SegmentationPipeline
+from nightseg.utils import write_json
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MODELS = ("segmenter", "translator_full", "translator_light", "pipeline_full", "pipeline_light")
@@ -66,18 +67,6 @@ def build_translator(config: str, channels_last: bool) -> pl.LightningModule:
                        channels_last=channels_last)
 
 
-class SegmentPipeline(nn.Module):
-    """night2day_inference at test time: translate night->day, clamp to [0, 1], segment."""
-
-    def __init__(self, translator: pl.LightningModule, segmenter: pl.LightningModule):
-        super().__init__()
-        self.translate = Night2DayPipeline(translator)
-        self.segmenter = segmenter
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.segmenter(self.translate(image).clamp(0, 1))
-
-
 def build_model(name: str, channels_last: bool, seed: int = 0) -> nn.Module:
     """One of MODELS in eval mode; the same seed gives the same weights in both settings."""
     if name not in MODELS:
@@ -87,9 +76,10 @@ def build_model(name: str, channels_last: bool, seed: int = 0) -> nn.Module:
     if kind == "segmenter":
         model: nn.Module = build_segmenter(channels_last)
     else:
+        # The translator rows: the pipeline with an identity segmenter (night->day, clamped).
         translator = build_translator(TRANSLATOR_CONFIGS[variant], channels_last)
-        model = Night2DayPipeline(translator) if kind == "translator" else SegmentPipeline(
-            translator, build_segmenter(channels_last))
+        segmenter = nn.Identity() if kind == "translator" else build_segmenter(channels_last)
+        model = SegmentationPipeline(segmenter, translator)
     return model.eval()
 
 
@@ -109,10 +99,8 @@ def model_pair(name: str, device: torch.device, compile_optimized: bool = False
 
 def inference_params(model: nn.Module) -> int:
     """Parameters used at inference: the night2day generator only, not the whole CycleGAN."""
-    if isinstance(model, Night2DayPipeline):
-        return n_params(model.translator.night2day)
-    if isinstance(model, SegmentPipeline):
-        return n_params(model.translate.translator.night2day) + n_params(model.segmenter)
+    if isinstance(model, SegmentationPipeline):
+        return n_params(model.translator.night2day) + n_params(model.segmenter)
     return n_params(model)
 
 
@@ -268,10 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = _rounded(run(args))
     print_table(result, args)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, args.json)  # never a half-written results file
+        write_json(args.json, result)  # never a half-written results file
     return result
 
 

@@ -90,7 +90,7 @@ class StageCache:
         rank calls ``obtain`` and ``build`` (which runs the Trainer), rank zero alone publishes.
         """
         stage = self.stage(kind, spec, artefact)
-        lock = FileLock(str(stage.dir) + ".lock") if distributed.rank() == 0 else None
+        lock = FileLock(str(stage.dir) + ".lock") if distributed.is_rank_zero() else None
         try:
             if self._decide(stage, lock) == "cached":
                 _check_visible(stage)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from nightseg.data.catalog import IGNORE_INDEX, ON_ERROR_CHOICES
 from nightseg.utils import ConfigError
 
 MIN_SIZE = 32  # the encoders downsample by 8 and the PatchGAN by 8 more; below this nothing is left
@@ -106,8 +107,14 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.translator.epochs_constant + cfg.model.translator.epochs_decay < 1:
         raise ConfigError("model.translator.epochs_constant + model.translator.epochs_decay must be "
                           "at least 1")
-    if cfg.data.on_error not in ("raise", "skip"):
-        raise ConfigError(f"data.on_error={cfg.data.on_error}: use raise or skip")
+    if cfg.data.on_error not in ON_ERROR_CHOICES:
+        raise ConfigError(f"data.on_error={cfg.data.on_error}: use {' or '.join(ON_ERROR_CHOICES)}")
+    ignore = cfg.model.segmenter.get("ignore_index")
+    if ignore is not None and ignore != IGNORE_INDEX:
+        raise ConfigError(
+            f"model.segmenter.ignore_index={ignore}: every dataset reader marks unlabelled pixels "
+            f"with {IGNORE_INDEX}, so the loss and the scores must ignore {IGNORE_INDEX}; remove "
+            "the override (relabel a class as 255 in the dataset's label map to leave it out)")
 
     seg_classes = cfg.model.segmenter.num_classes
     if seg_classes != cfg.data.num_classes:

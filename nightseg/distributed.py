@@ -120,6 +120,19 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def is_rank_zero() -> bool:
+    """Whether this process is the job's global rank zero, the one that takes stage locks,
+    publishes artefacts and writes the run directory (the one test of it in nightseg).
+
+    Lightning's record of the rank: from the launcher's environment (RANK, SLURM_PROCID, ...) at
+    start, set again by every strategy once its processes meet; so it holds before the process
+    group exists too, and in a ``ddp_spawn`` worker.
+    """
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
 def rank() -> int:
     """This process's global rank (0 without a process group)."""
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

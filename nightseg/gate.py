@@ -59,7 +59,7 @@ class BrightnessGate:
     fit_images: int
 
     def decide(self, images: torch.Tensor) -> torch.Tensor:
-        """(N,) booleans, True for night: the images to translate (Night2DayPipeline's gate)."""
+        """(N,) booleans, True for night: the images to translate (SegmentationPipeline's gate)."""
         return mean_luma(images) < self.threshold
 
     def to_dict(self) -> dict:

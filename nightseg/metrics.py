@@ -111,3 +111,70 @@ class OrderedSSIM(_InIndexOrder):
         for value in sums:  # one addition per batch, as a one-process running sum
             acc += value
         return acc / self.total
+
+
+class SetScores:
+    """Scores of one validation or test set, accumulated batch by batch on any number of processes.
+
+    The confusion matrix in the set's own class space (``SampleSet.eval_classes``, predictions
+    mapped there through ``SampleSet.pred_lut``), and where the set has true day references
+    (``SampleSet.has_reference``) PSNR and SSIM of the images the segmenter saw against them;
+    with ``gated``, how many images a day/night gate sent through the translator.
+    """
+
+    def __init__(self, sample_set, num_classes: int, class_names: Sequence[str], ignore_index: int,
+                 device: torch.device | str = "cpu", gated: bool = False):
+        from torchmetrics.aggregation import SumMetric
+        from torchmetrics.classification import MulticlassConfusionMatrix
+
+        self.set = sample_set
+        self.class_names = list(sample_set.eval_classes or class_names)
+        n = len(sample_set.eval_classes) if sample_set.eval_classes else num_classes
+        metrics = {"cm": MulticlassConfusionMatrix(n, ignore_index=ignore_index, validate_args=False)}
+        if sample_set.has_reference:  # raw inputs give the untranslated baseline
+            # Means over images, equal on any number of processes (see _InIndexOrder).
+            metrics["psnr"] = OrderedPSNR(data_range=1.0)
+            metrics["ssim"] = OrderedSSIM(data_range=1.0)
+        if gated:  # the day/night gate's decisions, summed over ranks
+            metrics["translated"], metrics["images"] = SumMetric(), SumMetric()
+        self.metrics = {k: v.to(device) for k, v in metrics.items()}
+        self.pred_lut = (None if sample_set.pred_lut is None
+                         else torch.as_tensor(sample_set.pred_lut, device=device))
+
+    def update(self, inputs: torch.Tensor, logits: torch.Tensor, batch: dict,
+               translated: torch.Tensor | None = None) -> torch.Tensor:
+        """Add a batch: ``inputs`` the images the segmenter saw, ``logits`` its output, ``batch``
+        the loader's (``mask``, and ``reference``/``index`` on sets with references),
+        ``translated`` the gate's per-image decisions. Returns the predictions in the set's
+        class space."""
+        m = self.metrics
+        if "translated" in m and translated is not None:
+            m["translated"].update(translated.sum().float())
+            m["images"].update(float(translated.numel()))
+        if "psnr" in m:
+            m["psnr"].update(inputs.float(), batch["reference"], batch["index"])
+            m["ssim"].update(inputs.float(), batch["reference"], batch["index"])
+        pred = logits.argmax(1)
+        if self.pred_lut is not None:
+            pred = self.pred_lut.to(pred.device)[pred]
+        m["cm"].update(pred, batch["mask"])
+        return pred
+
+    def compute(self) -> dict:
+        """mIoU, pixel and mean accuracy, per-class IoU (percent); ``psnr``/``ssim`` where
+        measured, rounded to 4 digits; ``gate`` = {translated, images, domain} when gated."""
+        import warnings
+
+        m = self.metrics
+        with warnings.catch_warnings():
+            # Under DDP a rank whose share is only a placeholder batch has no updates of its own;
+            # compute() still gathers every rank's.
+            warnings.filterwarnings("ignore", message=".*before the ``update`` method")
+            out = scores_from_confusion(m["cm"].compute(), self.class_names)
+            if "psnr" in m:
+                out["psnr"] = round(float(m["psnr"].compute()), 4)
+                out["ssim"] = round(float(m["ssim"].compute()), 4)
+            if "translated" in m:
+                out["gate"] = {"translated": int(m["translated"].compute()),
+                               "images": int(m["images"].compute()), "domain": self.set.domain}
+        return out

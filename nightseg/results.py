@@ -5,50 +5,46 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytorch_lightning.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
 
+from nightseg import distributed
+from nightseg.evaluation import Evaluation
 from nightseg.stages import Job
 from nightseg.utils import write_json
 
-RESULT_KEYS = ("test_set", "condition", "miou", "pixel_acc", "mean_acc", "per_class_iou")
 
-
-def split_translation(results: Sequence[dict]) -> tuple[list[dict], dict | None]:
-    """Separate the PSNR/SSIM scores (sets with true day references) from the segmentation rows.
-
-    Returns the rows without them and ``{"psnr", "ssim"}`` of the night->day translations (with
-    ``raw_psnr``/``raw_ssim`` of the untranslated night images as the baseline), or None.
-    """
-    rows, translation = [], {}
-    for r in results:
-        rows.append({k: r[k] for k in RESULT_KEYS})
-        if "psnr" in r:
-            prefix = "" if r["condition"] == "night2day" else f"{r['condition']}_"
-            translation.setdefault(f"{prefix}psnr", r["psnr"])
-            translation.setdefault(f"{prefix}ssim", r["ssim"])
+def translation_scores(evaluations: Sequence[Evaluation]) -> dict | None:
+    """``{"psnr", "ssim"}`` of the night->day translations against the true day references (the
+    first set that has them), with ``raw_psnr``/``raw_ssim`` of the untranslated night images as
+    the baseline (``night2day_gated_psnr``... for gated ones), or None without a translated set."""
+    translation = {}
+    for ev in evaluations:
+        prefix = "" if ev.condition == "night2day" else f"{ev.condition}_"
+        for scores in ev.translation.values():
+            translation.setdefault(f"{prefix}psnr", scores["psnr"])
+            translation.setdefault(f"{prefix}ssim", scores["ssim"])
     if "psnr" not in translation:  # no translated set with references: nothing to report
-        return rows, None
-    return rows, translation
+        return None
+    return translation
 
 
-def gate_summary(gate: dict, results: Sequence[dict]) -> dict:
+def gate_summary(gate: dict, evaluations: Sequence[Evaluation]) -> dict:
     """The gate's fit and, per gated test set, how many images it translated and (on sets whose
     domain is day or night) the share it decided correctly, in percent."""
     decisions = {}
-    for r in results:
-        if "gate" not in r:
-            continue
-        g = r["gate"]
-        share = 100.0 * g["translated"] / g["images"] if g["images"] else None
-        correct = {"night": share, "day": None if share is None else 100.0 - share}
-        decisions[r["test_set"]] = {**g, "accuracy": correct.get(g["domain"])}
+    for ev in evaluations:
+        for name, g in ev.gate.items():
+            share = 100.0 * g["translated"] / g["images"] if g["images"] else None
+            correct = {"night": share, "day": None if share is None else 100.0 - share}
+            decisions[name] = {**g, "accuracy": correct.get(g["domain"])}
     return {**gate, "decisions": decisions}
 
 
-def write_metrics(job: Job, results: Sequence[dict], night_count: int | None) -> dict:
-    rows, translation = split_translation(results)
+def write_metrics(job: Job, evaluations: Sequence[Evaluation], night_count: int | None) -> dict:
+    """metrics.json of the run (rank zero writes it) and the results to the tracker."""
+    rows = [row for ev in evaluations for row in ev.rows]
+    translation = translation_scores(evaluations)
     metrics = {
         "strategy": job.cfg.strategy.name,
         "night_count": night_count,
@@ -60,11 +56,11 @@ def write_metrics(job: Job, results: Sequence[dict], night_count: int | None) ->
     if translation is not None:
         metrics["translation"] = translation
     if job.gate is not None:
-        metrics["gate"] = gate_summary(job.gate, results)
+        metrics["gate"] = gate_summary(job.gate, evaluations)
     metrics["stages"] = dict(job.stages)
     metrics["timings_s"] = dict(job.timings)
     metrics["checkpoints"] = dict(job.checkpoints)
-    if rank_zero_only.rank != 0:  # under DDP every rank has the same results; one writes them
+    if not distributed.is_rank_zero():  # under DDP every rank has the same results; one writes them
         return metrics
     write_json(job.run_dir / "metrics.json", metrics)
     summary = {f"{r['test_set']}/{r['condition']}/miou": r["miou"] for r in rows}

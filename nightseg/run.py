@@ -21,7 +21,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nightseg import distributed
@@ -80,7 +79,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
         metrics = STRATEGIES[cfg.strategy.name](job)
     finally:
         tracker.finish()
-    if rank_zero_only.rank == 0:
+    if distributed.is_rank_zero():
         print_table(metrics, run_dir)
     return metrics
 

@@ -1,6 +1,6 @@
 """The stages a strategy is built from: get a translator, get generated night images, get a
-segmenter, get a day/night gate (each built or reused through the stage cache) and evaluate a
-segmenter.
+segmenter, get a day/night gate, each built or reused through the stage cache (evaluating a
+segmenter is nightseg.evaluation's).
 
 A :class:`Job` carries what every stage needs: the config, the run directory, the cache, the
 tracker, the dataset catalog, and the record of which stages were trained or reused and how long
@@ -47,7 +47,7 @@ from nightseg.data.io import SegmentationDataset, batch_to_float
 from nightseg.distributed import World
 from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
 from nightseg.hardware import uses_cuda
-from nightseg.models.cyclegan import Night2DayPipeline, Translator
+from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.tracking import Tracker
 from nightseg.utils import DataError, write_json
@@ -289,7 +289,7 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
         # Rank zero lists what every rank wrote: a position no rank wrote was skipped (a bad
         # file); one written elsewhere but missing here means the ranks do not share the disk.
         written = distributed.all_gather(writer.written)
-        missing = [] if not trainer.is_global_zero else [
+        missing = [] if not distributed.is_rank_zero() else [
             (rank, shared / "images" / f"{k:06d}.png") for rank, ks in enumerate(written)
             for k in ks if not (shared / "images" / f"{k:06d}.png").exists()]
         missing = distributed.broadcast(missing)
@@ -299,7 +299,7 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
                 f"{path} (and {len(missing) - 1} more): written by rank {rank} but not on rank 0's "
                 f"disk ({socket.gethostname()}): paths.cache_dir ({job.cfg.paths.cache_dir}) must "
                 "be a directory shared by every node, e.g. on a network filesystem")
-        if not trainer.is_global_zero:
+        if not distributed.is_rank_zero():
             return
         manifest = [{"index": k, "source": str(ordered.samples[k].image),
                      "image": f"images/{k:06d}.png", "label": f"labels/{k:06d}.png"}
@@ -377,57 +377,3 @@ def get_gate(job: Job) -> BrightnessGate:
         path, status = job.cache.obtain("gate", spec, "gate.json", build)
     job.record("gate", status, path)
     return BrightnessGate.from_dict(json.loads(path.read_text()))
-
-
-# ---- evaluation ------------------------------------------------------------------------------
-def evaluate(job: Job, module: SegmentationModule, sets: Sequence[SampleSet],
-             translator: Translator | None = None, num_panels: int = 0,
-             gate: BrightnessGate | None = None) -> list[dict]:
-    """Score ``module`` on ``sets``: raw, or translated night->day first when ``translator`` is
-    given (with a ``gate``, only the images it calls night). Returns one result dict per set;
-    ``module.eval_panels`` keeps sample images."""
-    data = job.cfg.data
-    condition = "raw" if translator is None else "night2day" if gate is None else "night2day_gated"
-    module.input_translator = None if translator is None else Night2DayPipeline(translator, gate=gate)
-    module.test_condition = condition
-    module.num_panels = num_panels
-    dm = SegmentationDataModule([], test_sets=sets, num_classes=job.catalog.num_classes,
-                                eval_batch_size=data.eval_batch_size, num_workers=data.num_workers,
-                                resize=data.resize, on_error=data.on_error)
-    try:
-        with job.timed(f"eval_{condition}"):
-            make_trainer(job, f"eval_{condition}").test(module, datamodule=dm, verbose=False)
-    finally:
-        module.input_translator = None
-    return list(module.eval_results)
-
-
-def save_panels(job: Job, module: SegmentationModule, condition: str) -> list[Path]:
-    """input | (translated) | prediction | ground truth rows per test set, as PNG and to the tracker."""
-    from nightseg.visualize import colorize, gate_marked, panel
-
-    paths = []
-    if not pl.utilities.rank_zero_only.rank == 0:
-        return paths
-    for set_name, p in module.eval_panels.items():
-        s = next((s for s in job.catalog.val + job.catalog.test if s.name == set_name), None)
-        names = s.eval_classes if s is not None and s.eval_classes else module.hparams.class_names
-        rows = []
-        for i in range(len(p["input"])):
-            row = [to_uint8(p["input"][i])]
-            if p["translated"] is not None:
-                shown = to_uint8(p["translated"][i])
-                if p.get("gate") is not None:
-                    shown = gate_marked(shown, bool(p["gate"][i]))
-                row.append(shown)
-            row += [colorize(p["pred"][i], names), colorize(p["mask"][i], names)]
-            rows.append(row)
-        img = panel(rows)
-        path = save_png(img, job.run_dir / "panels" / f"{set_name}_{condition}.png")
-        caption = "input | night->day | prediction | truth" if p["translated"] is not None \
-            else "input | prediction | truth"
-        if p.get("gate") is not None:
-            caption += " (top bar: green = the gate translated it, grey = kept as it was)"
-        job.tracker.log_image(f"panels/{set_name}/{condition}", img, caption)
-        paths.append(path)
-    return paths

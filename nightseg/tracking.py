@@ -19,6 +19,7 @@ import numpy as np
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from nightseg import distributed
 from nightseg.visualize import save_png
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def log_image(logger: Logger | None, key: str, image: np.ndarray, step: int | No
         logger.log_image(key, [image], step=step, caption=[caption or key])
     elif getattr(logger, "log_dir", None):
         name = key.replace("/", "_") + (f"_{step:04d}" if step is not None else "") + ".png"
-        if rank_zero_only.rank == 0:
+        if distributed.is_rank_zero():
             save_png(image, Path(logger.log_dir) / "images" / name)
 
 
@@ -86,7 +87,7 @@ class WandbTracker(Tracker):
         if mode not in ("offline", "online", "disabled", "dryrun"):
             raise ValueError(f"logger.mode must be offline, online or disabled, got {mode!r}")
         self.run = None
-        if rank_zero_only.rank != 0:
+        if not distributed.is_rank_zero():
             return
         import wandb
 

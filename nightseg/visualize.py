@@ -65,14 +65,19 @@ def gate_marked(img: np.ndarray, translated: bool, height: int = 4) -> np.ndarra
 
 
 def panel(rows: Sequence[Sequence[np.ndarray]], gap: int = 2) -> np.ndarray:
-    """Tile rows of equally sized (H, W, 3) uint8 images into one image with white gaps."""
+    """Tile rows of equally sized (H, W, 3) uint8 images into one image with white gaps between
+    them (none around the edge); a shorter row is filled up with white."""
+    from torchvision.utils import make_grid
+
     h, w = rows[0][0].shape[:2]
     ncol = max(len(r) for r in rows)
-    out = np.full((len(rows) * (h + gap) - gap, ncol * (w + gap) - gap, 3), 255, dtype=np.uint8)
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            out[i * (h + gap): i * (h + gap) + h, j * (w + gap): j * (w + gap) + w] = img
-    return out
+    white = np.full((h, w, 3), 255, dtype=np.uint8)
+    tiles = [img for row in rows for img in [*row, *[white] * (ncol - len(row))]]
+    if len(tiles) == 1:  # make_grid returns a lone image as it is, without padding
+        return np.array(tiles[0], dtype=np.uint8)
+    batch = torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2)
+    grid = make_grid(batch, nrow=ncol, padding=gap, pad_value=255)  # also pads the outer edge
+    return grid[:, gap:grid.shape[1] - gap, gap:grid.shape[2] - gap].permute(1, 2, 0).numpy().copy()
 
 
 def save_png(img: np.ndarray, path: str | Path) -> Path:

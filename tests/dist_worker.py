@@ -52,12 +52,12 @@ def evaluate(args) -> None:
     """Score a fixed (seeded, untrained) segmenter on uneven val and test sets, raw and through a
     fixed translator, as the strategies do; rank zero writes the results."""
     from hydra.utils import instantiate
-    from pytorch_lightning.utilities import rank_zero_only
 
+    from nightseg import distributed
     from nightseg.cache import StageCache
+    from nightseg.evaluation import evaluate as evaluate_sets
     from nightseg.models.cyclegan import CycleGANModule
     from nightseg.stages import Job
-    from nightseg.stages import evaluate as evaluate_sets
     from nightseg.tracking import Tracker
     from tests.conftest import compose_cfg
 
@@ -73,9 +73,12 @@ def evaluate(args) -> None:
     run_dir = Path(args.out) / f"run{world}"
     job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(args.cache) / "stages"),
               tracker=Tracker(run_dir), catalog=catalog)
-    results = evaluate_sets(job, segmenter.eval(), catalog.val + catalog.test)
-    results += evaluate_sets(job, segmenter, catalog.test, translator=translator.eval())
-    if rank_zero_only.rank == 0:
+    raw = evaluate_sets(job, segmenter.eval(), catalog.val + catalog.test)
+    translated = evaluate_sets(job, segmenter, catalog.test, translator=translator.eval())
+    # One row per set and condition, with PSNR/SSIM where the set has true day references.
+    results = [{**row, **ev.translation.get(row["test_set"], {})}
+               for ev in (raw, translated) for row in ev.rows]
+    if distributed.is_rank_zero():
         (Path(args.out) / f"results_{world}.json").write_text(json.dumps(results, indent=1))
 
 

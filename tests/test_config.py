@@ -21,15 +21,59 @@ def test_default_config_composes_and_validates():
     validate(cfg)
 
 
+# What identifies each group's option in the composed config.
+CHOSEN = {"strategy": lambda cfg: cfg.strategy.name, "data": lambda cfg: cfg.data.name}
+
+
 @pytest.mark.parametrize("group", ["strategy", "data", "model/translator", "model/segmenter",
                                    "trainer", "logger", "experiment"])
-def test_every_group_option_composes(group):
-    for option in _options(group):
+def test_every_group_option_composes_resolves_and_validates(group):
+    from hydra.utils import get_class
+
+    options = _options(group)
+    assert options, f"conf/{group} has no options"
+    for option in options:
         overrides = [f"{group}={option}"]
-        if option == "augment":
+        if option in ("augment", "augment_night2day"):
             overrides.append("night_count=0")
         cfg = compose_cfg(overrides)
-        OmegaConf.to_container(cfg.model, resolve=True)  # interpolations resolve
+        resolved = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+        if group in CHOSEN:
+            assert CHOSEN[group](cfg) == option
+        if group.startswith("model/"):  # the option's module class exists
+            get_class(resolved["model"][group.split("/")[1]]["_target_"])
+        validate(cfg)  # every shipped option is valid as it stands
+
+
+def test_every_data_config_takes_the_shared_settings():
+    """conf/shared/data.yaml is the one place of the settings every dataset has; a data config
+    states only what differs, and what it does not state is the shared value."""
+    import yaml
+
+    shared = yaml.safe_load((CONF_DIR / "shared" / "data.yaml").read_text())
+    for option in _options("data"):
+        own = yaml.safe_load((CONF_DIR / "data" / f"{option}.yaml").read_text())
+        assert own["defaults"][0] == "/shared/data@_here_", option
+        data = OmegaConf.to_container(compose_cfg([f"data={option}"]).data)
+        for key, value in shared.items():
+            assert data[key] == own.get(key, value), (option, key)
+            assert own.get(key, object()) != value, f"conf/data/{option}.yaml repeats {key}: {value}"
+
+
+def test_shared_sources_and_generator_are_said_once():
+    light = compose_cfg(["model/translator=light"]).model.translator
+    distilled = compose_cfg(["model/translator=light_distilled"]).model.translator
+    assert light.generator == distilled.generator
+    assert light.generator._target_ == "nightseg.nets.light_generator.LightGenerator"
+    assert distilled.teacher.generator._target_ == "nightseg.nets.generator.ResnetGenerator"
+    for option in ("bdd100k_bdd10k", "camvid_night", "dark_zurich"):
+        source = compose_cfg([f"data={option}"]).data.catalog.sources.nighttime_driving
+        assert source._target_ == "nightseg.data.nighttime_driving.build_catalog"
+        assert source.on_missing == "raise"
+    assert compose_cfg(["data=camvid_night"]).data.catalog.sources.nighttime_driving.classes == "camvid11"
+    paper, zju = (compose_cfg([f"data={o}"]).data.catalog.sources.bdd10k for o in ("bdd100k_bdd10k", "zju"))
+    assert paper.night_list.endswith("bdd10k_night.txt") and zju.night_list is None
+    assert paper._target_ == zju._target_ == "nightseg.data.bdd.build_bdd10k_catalog"
 
 
 @pytest.mark.parametrize("overrides, match", [
@@ -40,7 +84,8 @@ def test_every_group_option_composes(group):
     (["data.resize=[100]"], "data.resize"),
     (["data.batch_size=0"], "data.batch_size=0"),
     (["model.segmenter.num_classes=11"], "model.segmenter.num_classes=11 disagrees with data.num_classes=19"),
-    (["data.on_error=ignore"], "data.on_error"),
+    (["data.on_error=ignore"], "data.on_error=ignore: use raise or skip"),
+    (["model.segmenter.ignore_index=0"], "model.segmenter.ignore_index=0: every dataset reader"),
     (["model.translator.epochs_constant=0", "model.translator.epochs_decay=0"], "epochs"),
     (["model.segmenter.max_epochs=10"],
      "max_epochs=10 and model.segmenter.max_steps=500 are both set; .* add model.segmenter.max_steps=null"),
@@ -138,3 +183,25 @@ def test_presets_train_by_epochs_and_the_default_by_steps():
         assert seg.max_steps is None and seg.max_epochs >= 1, option
     seg = compose_cfg().model.segmenter
     assert (seg.max_steps, seg.max_epochs) == (500, None)
+
+
+def test_presets_state_only_what_differs_from_the_defaults():
+    import yaml
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict) and key not in ("counts",):
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    for option in _options("experiment"):
+        preset = yaml.safe_load((CONF_DIR / "experiment" / f"{option}.yaml").read_text())
+        groups = [f"{k.split()[-1].strip('/')}={v}" for d in preset.pop("defaults", [])
+                  for k, v in d.items()]  # "override /data: camvid" -> data=camvid
+        base = OmegaConf.to_container(compose_cfg(groups))  # unresolved: ${seed} is not 0
+        for key, value in leaves(preset):
+            default = base
+            for part in key.split("."):
+                default = default[part]
+            assert default != value, f"conf/experiment/{option}.yaml sets {key}={value}, the default"

@@ -10,8 +10,7 @@ from torch.utils.data import DataLoader
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.models.distill import DistillationModule
 from nightseg.run import run
-from tests.conftest import compose_cfg
-from tests.test_models import SMALL_D, SMALL_G, _trainer, _Unpaired
+from tests.conftest import SMALL_D, SMALL_G, UnpairedImages, compose_cfg, cpu_trainer
 
 LIGHT = {"_target_": "nightseg.nets.light_generator.LightGenerator", "ngf": 8, "n_blocks": 2}
 
@@ -22,7 +21,7 @@ def test_distillation_moves_students_towards_the_teacher():
     student = DistillationModule(LIGHT, lr=3e-3, epochs_constant=20, epochs_decay=0,
                                  channels_last=False)
     student.set_teacher(teacher)
-    data = _Unpaired(n=4, hw=(32, 32))
+    data = UnpairedImages(n=4, hw=(32, 32))
     x = data.night[:4]
 
     def gap() -> float:
@@ -30,7 +29,7 @@ def test_distillation_moves_students_towards_the_teacher():
             return (student.translate(x) - teacher.translate(x)).abs().mean().item()
 
     before, teacher_state = gap(), copy.deepcopy(teacher.state_dict())
-    _trainer(max_epochs=student.max_epochs).fit(student, DataLoader(data, batch_size=2))
+    cpu_trainer(max_epochs=student.max_epochs).fit(student, DataLoader(data, batch_size=2))
     student.eval()
     assert gap() < 0.8 * before  # a random teacher is hard to imitate fully; 0.16 -> 0.11 seen
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_state.items())
@@ -40,7 +39,7 @@ def test_distillation_moves_students_towards_the_teacher():
 def test_distillation_without_teacher_fails_clearly():
     student = DistillationModule(LIGHT, epochs_constant=1, epochs_decay=0)
     with pytest.raises(RuntimeError, match="set_teacher"):
-        _trainer(max_epochs=1).fit(student, DataLoader(_Unpaired(), batch_size=1))
+        cpu_trainer(max_epochs=1).fit(student, DataLoader(UnpairedImages(), batch_size=1))
 
 
 @pytest.mark.slow

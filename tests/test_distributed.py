@@ -14,7 +14,7 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, read_metrics
 from tests.dist_helpers import check, env, free_port, run_all, slurm_env, torchrun
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
@@ -31,7 +31,7 @@ def _nightseg(tmp_path, *overrides: str, cache: str = "cache", run: str = "run")
 
 
 def _metrics(tmp_path, run: str = "run") -> dict:
-    return json.loads((tmp_path / run / "metrics.json").read_text())
+    return read_metrics(tmp_path / run)
 
 
 def _spec(tmp_path, kind: str) -> dict:

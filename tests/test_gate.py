@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
+from torch import nn
 
 from nightseg.cache import StageCache
 from nightseg.data.datamodules import build_transform
 from nightseg.data.io import SegmentationDataset
+from nightseg.evaluation import evaluate
 from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
-from nightseg.models.cyclegan import Night2DayPipeline
+from nightseg.pipeline import SegmentationPipeline
 from nightseg.run import run
-from nightseg.stages import Job, evaluate, get_gate, get_segmenter, get_translator
+from nightseg.stages import Job, get_gate, get_segmenter, get_translator
 from nightseg.tracking import CSVTracker
 from nightseg.utils import ConfigError
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, read_metrics
 
 
 def test_threshold_separates_and_prefers_the_darker_cut():
@@ -45,12 +46,19 @@ def test_gated_pipeline_translates_only_dark_images():
     dark, bright = torch.full((3, 4, 4), 0.1), torch.full((3, 4, 4), 0.8)
     batch = torch.stack([dark, bright, dark])
     gate = BrightnessGate(threshold=0.5, fit_day_acc=1.0, fit_night_acc=1.0, fit_images=2)
-    pipe = Night2DayPipeline(_Invert(), gate=gate)
-    out = pipe(batch)
-    assert pipe.last_translated.tolist() == [True, False, True]
+    pipe = SegmentationPipeline(nn.Identity(), _Invert(), gate=gate)
+    assert pipe.condition == "night2day_gated"
+    out, translated = pipe.translate(batch)
+    assert translated.tolist() == [True, False, True]
     assert torch.allclose(out[0], 1 - dark) and torch.equal(out[1], bright)
-    ungated = Night2DayPipeline(_Invert())
-    assert torch.allclose(ungated(batch), 1 - batch) and ungated.last_translated.all()
+    assert torch.equal(pipe(batch), out)  # the (identity) segmenter sees what translate() returns
+    ungated = SegmentationPipeline(nn.Identity(), _Invert())
+    out, translated = ungated.translate(batch)
+    assert torch.allclose(out, 1 - batch) and translated.all() and ungated.condition == "night2day"
+    raw = SegmentationPipeline(nn.Identity())
+    assert raw.translate(batch) == (batch, None) and raw.condition == "raw"
+    with pytest.raises(ValueError, match="give a translator"):
+        SegmentationPipeline(nn.Identity(), gate=gate)
     assert mean_luma(batch).tolist() == pytest.approx([0.1, 0.8, 0.1])
 
 
@@ -78,7 +86,7 @@ def test_combined_strategy_reuses_every_stage_and_counts_gate_decisions(tmp_path
                           ("synthetic_night", "night2day_gated")}
     # The raw rows are augment's own.
     assert [r for r in both["results"] if r["condition"] == "raw"] == aug["results"]
-    gate = json.loads((tmp_path / "both" / "metrics.json").read_text())["gate"]
+    gate = read_metrics(tmp_path / "both")["gate"]
     night = gate["decisions"]["synthetic_night"]
     assert night["images"] == 4 and night["domain"] == "night"
     assert night["accuracy"] == pytest.approx(100.0 * night["translated"] / 4)
@@ -110,6 +118,8 @@ def test_gate_is_fitted_on_translator_images_and_keeps_day_images_raw(tmp_path, 
     day_sets = catalog.val
     raw = evaluate(job, segmenter, day_sets)
     gated = evaluate(job, segmenter, day_sets, translator=translator, gate=gate)
-    assert gated[0]["gate"]["translated"] == 0 and gated[0]["gate"]["domain"] == "day"
-    assert {k: gated[0][k] for k in ("miou", "pixel_acc", "per_class_iou")} == \
-        {k: raw[0][k] for k in ("miou", "pixel_acc", "per_class_iou")}
+    (name,) = (s.name for s in day_sets)
+    assert gated.gate[name]["translated"] == 0 and gated.gate[name]["domain"] == "day"
+    assert gated.condition == "night2day_gated" and raw.condition == "raw"
+    assert {k: gated.rows[0][k] for k in ("miou", "pixel_acc", "per_class_iou")} == \
+        {k: raw.rows[0][k] for k in ("miou", "pixel_acc", "per_class_iou")}

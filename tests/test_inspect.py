@@ -11,7 +11,7 @@ import fake_layouts as fl
 import pytest
 
 from nightseg.data.camvid import build_catalog as camvid_catalog
-from nightseg.data.inspect import inspect_catalog, main
+from nightseg.data.inspect_dataset import inspect_catalog, main
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CAMVID = REPO.parent / "shared/data/camvid"
@@ -107,7 +107,7 @@ def test_layout_and_option_errors_exit_two(tmp_path, capsys):
 def test_module_entry_point(tmp_path):
     root = fl.make_zju(tmp_path / "zju")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([sys.executable, "-m", "nightseg.data.inspect", "zju", str(root)],
+    res = subprocess.run([sys.executable, "-m", "nightseg.data.inspect_dataset", "zju", str(root)],
                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "zju_night" in res.stdout and "no problems found" in res.stdout

@@ -18,7 +18,7 @@ from nightseg.data import nighttime_driving as nd
 from nightseg.data.camvid import CAMVID_CLASSES
 from nightseg.data.catalog import Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule
-from nightseg.data.inspect import main as inspect_main
+from nightseg.data.inspect_dataset import main as inspect_main
 from nightseg.run import run
 from nightseg.utils import ConfigError, DataError
 from tests.conftest import SHARED_DATA, compose_cfg

@@ -9,7 +9,7 @@ import pytest
 
 from nightseg.run import run
 from nightseg.utils import ConfigError
-from tests.conftest import REPO, compose_cfg
+from tests.conftest import REPO, compose_cfg, read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def test_night2day_inference_then_augment_zero_share_the_segmenter(tmp_path, smo
     m = _run(smoke_overrides + ["strategy=night2day_inference"], tmp_path / "a")
     assert set(m) >= {"strategy", "night_count", "data", "seed", "results", "translation",
                       "stages", "timings_s"}
-    written = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    written = read_metrics(tmp_path / "a")
     assert written["results"] == m["results"]
     conditions = {(r["test_set"], r["condition"]) for r in m["results"]}
     assert conditions == {("synthetic_day_val", "raw"), ("synthetic_night", "raw"),
@@ -201,7 +201,7 @@ def test_augment_under_ddp_on_two_cpu_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    m = read_metrics(tmp_path / "run")
     assert m["stages"] == {"translator": "trained", "generated_night": "trained", "segmenter": "trained"}
     manifest = next((tmp_path / "cache" / "stages" / "night_images").glob("*/images/manifest.json"))
     assert [e["index"] for e in json.loads(manifest.read_text())] == list(range(17))

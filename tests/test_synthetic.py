@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from nightseg.data import synthetic
 from nightseg.data.catalog import CITYSCAPES_CLASSES
 from nightseg.data.io import load_sample, read_image, read_label
-from nightseg.data.synthetic import build_catalog, dataset_dir, render_scene
-from nightseg.data.synthetic_stats import chroma, luma
+from nightseg.data.synthetic import GENERATOR_VERSION, build, build_catalog, dataset_dir, render_scene
+from nightseg.data.synthetic.__main__ import main as synthetic_main
+from nightseg.data.synthetic.stats import chroma, luma
 from nightseg.utils import ConfigError
 
 SIZE = (64, 128)
@@ -87,7 +87,7 @@ def test_catalog_layout_and_files(tmp_path):
     assert np.array_equal(read_image(cat.train.samples[0].image), render_scene(0, "train", 0, SIZE)["day"])
     key = dataset_dir(tmp_path, 0, SIZE)
     manifest = json.loads((key / "manifest.json").read_text())
-    assert manifest["counts"] == COUNTS and manifest["generator_version"] == synthetic.GENERATOR_VERSION
+    assert manifest["counts"] == COUNTS and manifest["generator_version"] == GENERATOR_VERSION
     assert not list(key.rglob("*.tmp"))
 
 
@@ -113,7 +113,7 @@ def test_second_call_reuses_files(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr(synthetic, "render_scene", fail)
+    monkeypatch.setattr(build, "render_scene", fail)
     cat = build_catalog(tmp_path, 0, SIZE, COUNTS)
     assert _files(tmp_path) == before
     assert len(cat.train) == 3
@@ -172,7 +172,7 @@ def test_bad_arguments_name_the_key(tmp_path, kwargs, key):
 
 
 def test_two_processes_at_once(tmp_path):
-    # Spawned children import only nightseg.data.synthetic (target pickled by reference).
+    # Spawned children import only nightseg.data.synthetic.build (target pickled by reference).
     ctx = multiprocessing.get_context("spawn")
     args = (str(tmp_path), 5, [64, 64], {"train": 6, "test": 2})
     procs = [ctx.Process(target=build_catalog, args=args) for _ in range(2)]
@@ -189,8 +189,8 @@ def test_two_processes_at_once(tmp_path):
 
 
 def test_worker_pool_matches_serial(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(synthetic, "POOL_MIN", 4)  # force the process pool for a handful
-    caplog.set_level(logging.INFO, logger=synthetic.__name__)
+    monkeypatch.setattr(build, "POOL_MIN", 4)  # force the process pool for a handful
+    caplog.set_level(logging.INFO, logger=build.__name__)
     cat = build_catalog(tmp_path, 2, [64, 64], {"translate_night": 6})
     assert "2 processes" in caplog.text
     for i in (0, 5):
@@ -202,10 +202,10 @@ def test_unguarded_main_script_does_not_hang(tmp_path):
     # Spawned workers re-import the main script; one that builds the dataset at top level must
     # not wait forever on its parent's lock: the pool breaks and the parent renders serially.
     script = tmp_path / "unguarded.py"
-    script.write_text("import sys\nfrom nightseg.data import synthetic\nsynthetic.POOL_MIN = 2\n"
-                      "cat = synthetic.build_catalog(sys.argv[1], 0, [64, 64], {'train': 3})\n"
+    script.write_text("import sys\nfrom nightseg.data.synthetic import build\nbuild.POOL_MIN = 2\n"
+                      "cat = build.build_catalog(sys.argv[1], 0, [64, 64], {'train': 3})\n"
                       "print('built', len(cat.train))\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(synthetic.__file__).parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(build.__file__).parents[3])}
     res = subprocess.run([sys.executable, str(script), str(tmp_path / "data")], env=env,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -214,8 +214,33 @@ def test_unguarded_main_script_does_not_hang(tmp_path):
 
 def test_preview_cli(tmp_path):
     out = tmp_path / "docs" / "preview.png"
-    synthetic.main(["--preview", str(out), "--n", "2", "--size", "64", "96", "--seed", "1"])
+    synthetic_main(["--preview", str(out), "--n", "2", "--size", "64", "96", "--seed", "1"])
     img = read_image(out)
     assert img.shape == (2 * 64 + 2, 3 * 96 + 4, 3)
     with pytest.raises(ConfigError, match="data.image_size"):
-        synthetic.main(["--preview", str(out), "--size", "8", "8"])
+        synthetic_main(["--preview", str(out), "--size", "8", "8"])
+
+
+def test_the_renderer_package_has_no_import_circle():
+    """Each module of nightseg.data.synthetic imports only modules below it: a topological order
+    of its import graph exists (the package's __init__ imports everything, so it is left out)."""
+    import ast
+    import graphlib
+
+    package = Path(build.__file__).parent
+    prefix = "nightseg.data.synthetic."
+    graph = {}
+    for path in package.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(prefix):
+                deps.add(node.module.removeprefix(prefix))
+            elif isinstance(node, ast.ImportFrom) and node.module == "nightseg.data.synthetic":
+                deps.add("__init__")  # the package itself: everything, hence a circle
+        graph[path.stem] = deps
+    assert {"layout", "objects", "vehicles", "scene", "day", "night", "render", "build", "stats",
+            "__main__"} <= set(graph)
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a circle
+    assert "__init__" not in order

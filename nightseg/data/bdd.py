@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from nightseg.data.catalog import CITYSCAPES_CLASSES, DataCatalog, Sample, SampleSet
-from nightseg.data.combine import complete, empty, files, layout_error, paired, require_dirs, unlabelled
+from nightseg.data.layout import complete, empty, files, layout_error, paired, require_dirs, unlabelled
 from nightseg.utils import ConfigError, DataError
 
 LABEL_FILES = ("labels/bdd100k_labels_images_{split}.json", "labels/det_20/det_{split}.json")

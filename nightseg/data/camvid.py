@@ -28,7 +28,7 @@ from nightseg.data.catalog import (
     SampleSet,
     identity_lut,
 )
-from nightseg.data.combine import complete, files, layout_error, require_dirs, unlabelled
+from nightseg.data.layout import complete, files, layout_error, require_dirs, unlabelled
 from nightseg.utils import ConfigError, DataError
 
 CAMVID_CLASSES: tuple[str, ...] = (

@@ -13,7 +13,9 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # label value of unlabelled pixels in every dataset's masks
+# data.on_error: raise (stop at a bad file) or skip (log, count and leave it out).
+ON_ERROR_CHOICES = ("raise", "skip")
 
 CITYSCAPES_CLASSES: tuple[str, ...] = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic_light", "traffic_sign",

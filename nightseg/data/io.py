@@ -25,13 +25,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
-from nightseg.data.catalog import IGNORE_INDEX, Sample, SampleSet
+from nightseg.data.catalog import IGNORE_INDEX, ON_ERROR_CHOICES, Sample, SampleSet
 from nightseg.utils import DataError
 
 log = logging.getLogger(__name__)
-
-ON_ERROR_CHOICES = ("raise", "skip")
-
 
 def read_image(path: Path) -> np.ndarray:
     """An RGB image as an (H, W, 3) uint8 array."""
@@ -87,6 +84,16 @@ def read_label(path: Path, label_lut: Sequence[int] | None = None,
     return raw
 
 
+def label_size_problem(label: Path, label_shape: Sequence[int], image: Path,
+                       image_shape: Sequence[int]) -> str | None:
+    """The one message for a label whose (rows, cols) differ from its image's, or None."""
+    if tuple(label_shape[:2]) == tuple(image_shape[:2]):
+        return None
+    (lh, lw), (h, w) = label_shape[:2], image_shape[:2]
+    return (f"{label}: label size {lw}x{lh} differs from its image {image} ({w}x{h}); "
+            "regenerate the label at the image size")
+
+
 def load_sample(sample: Sample, label_lut: Sequence[int] | None = None,
                 valid_max: int | None = None) -> dict[str, np.ndarray]:
     """Read a sample's image, label and reference, checking that their sizes agree."""
@@ -94,10 +101,9 @@ def load_sample(sample: Sample, label_lut: Sequence[int] | None = None,
     h, w = out["image"].shape[:2]
     if sample.label is not None:
         out["mask"] = read_label(sample.label, label_lut, valid_max)
-        if out["mask"].shape != (h, w):
-            lh, lw = out["mask"].shape
-            raise DataError(f"{sample.label}: label size {lw}x{lh} differs from its image "
-                            f"{sample.image} ({w}x{h}); regenerate the label at the image size")
+        problem = label_size_problem(sample.label, out["mask"].shape, sample.image, (h, w))
+        if problem:
+            raise DataError(problem)
     if sample.reference is not None:
         out["reference"] = read_image(sample.reference)
         if out["reference"].shape[:2] != (h, w):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nightseg.data.camvid import CAMVID_CLASSES, cityscapes_to_camvid_lut
 from nightseg.data.catalog import CITYSCAPES_CLASSES, DataCatalog, SampleSet
-from nightseg.data.combine import empty, files, paired, require_dirs, strip_suffix, unlabelled
+from nightseg.data.layout import empty, files, paired, require_dirs, strip_suffix, unlabelled
 from nightseg.utils import ConfigError
 
 IMAGES = "leftImg8bit/test/night"

@@ -204,30 +204,3 @@ class CycleGANModule(Translator, pl.LightningModule):
         factor = linear_decay(hp.epochs_constant, hp.epochs_decay)
         scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
         return [opt_g, opt_d], scheds
-
-
-class Night2DayPipeline(nn.Module):
-    """Input translator for the segmenter: [0,1] night images -> [0,1] day images.
-
-    With a ``gate`` (an object whose ``decide(images)`` returns one boolean per image, e.g.
-    nightseg.gate.BrightnessGate), only the images it picks are translated and the others pass
-    unchanged; ``last_translated`` holds the decisions of the latest call either way.
-    """
-
-    def __init__(self, translator: Translator, direction: str = "night2day", gate=None):
-        super().__init__()
-        self.translator = translator
-        self.direction = direction
-        self.gate = gate
-        self.last_translated: torch.Tensor | None = None
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if self.gate is None:
-            self.last_translated = torch.ones(image.shape[0], dtype=torch.bool, device=image.device)
-            return self.translator.translate(image, self.direction)
-        pick = self.gate.decide(image)
-        self.last_translated = pick
-        out = image.float().clone()
-        if pick.any():
-            out[pick] = self.translator.translate(image[pick], self.direction).float()
-        return out

@@ -1,26 +1,19 @@
-"""SegmentationModule: ERF-PSPNet trained with cross-entropy and poly learning-rate decay.
-
-Evaluation follows the paper (Sun et al. 2019, Table 2): mIoU, pixel accuracy and mean class
-accuracy per named test set, in percent, plus per-class IoU. When ``input_translator`` is set
-(strategy night2day_inference), test images are translated night->day before segmenting, and on
-sets with paired true day images the inputs (raw or translated) are scored against them with PSNR
-and SSIM.
+"""SegmentationModule: ERF-PSPNet trained with cross-entropy and poly learning-rate decay, and
+validated on the named validation sets with the scores of the paper (Sun et al. 2019, Table 2:
+mIoU, pixel accuracy, mean class accuracy; nightseg.metrics.SetScores). Test-time evaluation, raw
+or translated night->day first, is nightseg.evaluation's: this module holds no test-time state.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torchmetrics.aggregation import SumMetric
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
-from nightseg.metrics import OrderedPSNR, OrderedSSIM, scores_from_confusion
+from nightseg.metrics import SetScores
 from nightseg.nets.erf_pspnet import ERFPSPNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -62,15 +55,7 @@ class SegmentationModule(pl.LightningModule):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float)
         self.register_buffer("class_weight", weight, persistent=False)
-        # Set by the strategy, not hyperparameters: a night->day generator applied to test inputs
-        # ([0,1] in, [0,1] out) and the condition name it stands for.
-        self.input_translator: nn.Module | None = None
-        self.test_condition = "raw"
-        self.num_panels = 0  # images per set kept in eval_panels for the strategy's panels
-        self.eval_panels: dict[str, dict[str, torch.Tensor]] = {}
-        self.eval_results: list[dict] = []
-        self._eval_sets: list = []
-        self._eval_metrics: list[dict] = []
+        self._val_scores: list[SetScores] = []
 
     # ---- inference -------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -105,93 +90,22 @@ class SegmentationModule(pl.LightningModule):
             opt, lambda step: max(0.0, 1.0 - step / total) ** power)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    # ---- evaluation ------------------------------------------------------------------------
-    def _start_eval(self, sets) -> None:
-        """One confusion matrix per evaluation set, in the set's own class space."""
-        self._eval_sets = list(sets)
-        self._eval_metrics = []
-        self.eval_panels = {}
-        for s in self._eval_sets:
-            n = len(s.eval_classes) if s.eval_classes else self.hparams.num_classes
-            m = {"cm": MulticlassConfusionMatrix(n, ignore_index=IGNORE_INDEX, validate_args=False)}
-            if s.has_reference:  # raw inputs give the untranslated baseline
-                # Means over images, equal on any number of processes (see nightseg.metrics).
-                m["psnr"] = OrderedPSNR(data_range=1.0)
-                m["ssim"] = OrderedSSIM(data_range=1.0)
-            if self._gated():  # the day/night gate's decisions, summed over ranks
-                m["translated"], m["images"] = SumMetric(), SumMetric()
-            self._eval_metrics.append({k: v.to(self.device) for k, v in m.items()})
+    # ---- validation ------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        hp = self.hparams
+        self._val_scores = [SetScores(s, hp.num_classes, hp.class_names, hp.ignore_index, self.device)
+                            for s in self.trainer.datamodule.val_sets]
 
-    def _eval_step(self, batch: dict, batch_idx: int, dataloader_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if "image" not in batch:  # every file skipped (data.on_error=skip), or a DDP placeholder
             return
         image = batch["image"]
-        metrics = self._eval_metrics[dataloader_idx]
-        flags = None
-        if self.input_translator is not None:
-            image = self.input_translator(image).clamp(0, 1)
-            if "translated" in metrics:
-                flags = self.input_translator.last_translated
-                metrics["translated"].update(flags.sum().float())
-                metrics["images"].update(float(flags.numel()))
-        if "psnr" in metrics:
-            metrics["psnr"].update(image.float(), batch["reference"], batch["index"])
-            metrics["ssim"].update(image.float(), batch["reference"], batch["index"])
-        pred = self(image).argmax(1)
-        s = self._eval_sets[dataloader_idx]
-        if s.pred_lut is not None:
-            pred = torch.as_tensor(s.pred_lut, device=pred.device)[pred]
-        metrics["cm"].update(pred, batch["mask"])
-        if batch_idx == 0 and self.num_panels > 0:
-            k = self.num_panels
-            self.eval_panels[s.name] = {
-                "input": batch["image"][:k].cpu(), "pred": pred[:k].cpu(), "mask": batch["mask"][:k].cpu(),
-                "translated": image[:k].float().cpu() if self.input_translator is not None else None,
-                "gate": flags[:k].cpu() if flags is not None else None}
-
-    def _end_eval(self, stage: str) -> list[dict]:
-        results = []
-        for s, metrics in zip(self._eval_sets, self._eval_metrics, strict=True):
-            names = s.eval_classes or self.hparams.class_names
-            res = {"test_set": s.name, "condition": self.test_condition}
-            with warnings.catch_warnings():
-                # Under DDP a rank whose share is only a placeholder batch has no updates of its
-                # own; compute() still gathers every rank's.
-                warnings.filterwarnings("ignore", message=".*before the ``update`` method")
-                res.update(scores_from_confusion(metrics["cm"].compute(), names))
-                if "psnr" in metrics:
-                    res["psnr"] = round(float(metrics["psnr"].compute()), 4)
-                    res["ssim"] = round(float(metrics["ssim"].compute()), 4)
-                if "translated" in metrics:
-                    res["gate"] = {"translated": int(metrics["translated"].compute()),
-                                   "images": int(metrics["images"].compute()), "domain": s.domain}
-            prefix = f"{stage}/{s.name}"
-            for key in ("miou", "pixel_acc", "mean_acc", "psnr", "ssim"):
-                if res.get(key) is not None:
-                    self.log(f"{prefix}/{key}", res[key], add_dataloader_idx=False, rank_zero_only=True)
-            results.append(res)
-        return results
-
-    def _gated(self) -> bool:
-        return getattr(self.input_translator, "gate", None) is not None
-
-    def _stage_name(self, base: str) -> str:
-        return base if self.test_condition == "raw" else f"{base}_{self.test_condition}"
-
-    def on_validation_epoch_start(self) -> None:
-        self._start_eval(self.trainer.datamodule.val_sets)
-
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, batch_idx, dataloader_idx)
+        self._val_scores[dataloader_idx].update(image, self(image), batch)
 
     def on_validation_epoch_end(self) -> None:
-        self.eval_results = self._end_eval("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._start_eval(self.trainer.datamodule.test_sets)
-
-    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, batch_idx, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self.eval_results = self._end_eval(self._stage_name("test"))
+        for scores in self._val_scores:
+            res = scores.compute()
+            for key in ("miou", "pixel_acc", "mean_acc", "psnr", "ssim"):
+                if res.get(key) is not None:
+                    self.log(f"val/{scores.set.name}/{key}", res[key], add_dataloader_idx=False,
+                             rank_zero_only=True)

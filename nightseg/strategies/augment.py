@@ -4,10 +4,11 @@ ratio study; every job of a sweep shares one translator and one set of generated
 
 from __future__ import annotations
 
+from nightseg.evaluation import evaluate, save_panels
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.results import write_metrics
-from nightseg.stages import Job, evaluate, get_generated_night, get_segmenter, get_translator, save_panels
+from nightseg.stages import Job, get_generated_night, get_segmenter, get_translator
 from nightseg.utils import ConfigError
 
 
@@ -36,7 +37,7 @@ def run(job: Job) -> dict:
         job.record("translator", "unused")
     segmenter = augmented_segmenter(job, night_count)
     catalog = job.catalog
-    results = evaluate(job, segmenter, catalog.val + catalog.test,
-                       num_panels=int(job.cfg.strategy.num_panels))
-    save_panels(job, segmenter, "raw")
-    return write_metrics(job, results, night_count=night_count)
+    raw = evaluate(job, segmenter, catalog.val + catalog.test,
+                   num_panels=int(job.cfg.strategy.num_panels))
+    save_panels(job, raw)
+    return write_metrics(job, [raw], night_count=night_count)

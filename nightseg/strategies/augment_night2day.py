@@ -5,8 +5,9 @@ as the other two strategies, so after them this job only evaluates."""
 
 from __future__ import annotations
 
+from nightseg.evaluation import evaluate, save_panels
 from nightseg.results import write_metrics
-from nightseg.stages import Job, evaluate, get_translator, save_panels
+from nightseg.stages import Job, get_translator
 from nightseg.strategies.augment import augmented_segmenter
 from nightseg.strategies.night2day_inference import evaluate_translated
 
@@ -16,8 +17,8 @@ def run(job: Job) -> dict:
     translator, translator_key = get_translator(job)
     segmenter = augmented_segmenter(job, night_count, (translator, translator_key))
     catalog = job.catalog
-    results = evaluate(job, segmenter, catalog.val + catalog.test,
-                       num_panels=int(job.cfg.strategy.num_panels))
-    save_panels(job, segmenter, "raw")
-    results += evaluate_translated(job, segmenter, translator)
-    return write_metrics(job, results, night_count=night_count)
+    raw = evaluate(job, segmenter, catalog.val + catalog.test,
+                   num_panels=int(job.cfg.strategy.num_panels))
+    save_panels(job, raw)
+    translated = evaluate_translated(job, segmenter, translator)
+    return write_metrics(job, [raw, translated], night_count=night_count)

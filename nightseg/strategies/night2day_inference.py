@@ -5,21 +5,22 @@ brightness gate calls night are translated (nightseg/gate.py)."""
 
 from __future__ import annotations
 
+from nightseg.evaluation import Evaluation, evaluate, save_panels
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.results import write_metrics
-from nightseg.stages import Job, evaluate, get_gate, get_segmenter, get_translator, save_panels
+from nightseg.stages import Job, get_gate, get_segmenter, get_translator
 
 
-def evaluate_translated(job: Job, segmenter: SegmentationModule, translator: Translator) -> list[dict]:
+def evaluate_translated(job: Job, segmenter: SegmentationModule, translator: Translator) -> Evaluation:
     """The night test sets translated night->day first (through the gate with gate=auto)."""
     gate = get_gate(job) if job.cfg.strategy.gate == "auto" else None
     if gate is not None:
         job.gate = gate.to_dict()
-    results = evaluate(job, segmenter, job.catalog.test, translator=translator,
-                       num_panels=int(job.cfg.strategy.num_panels), gate=gate)
-    save_panels(job, segmenter, results[0]["condition"] if results else "night2day")
-    return results
+    translated = evaluate(job, segmenter, job.catalog.test, translator=translator, gate=gate,
+                          num_panels=int(job.cfg.strategy.num_panels))
+    save_panels(job, translated)
+    return translated
 
 
 def run(job: Job) -> dict:
@@ -27,10 +28,10 @@ def run(job: Job) -> dict:
     segmenter = get_segmenter(job)
     catalog = job.catalog
     # The day validation sets and every night test set as they are (the paper's baseline rows)...
-    results = evaluate(job, segmenter, catalog.val + catalog.test,
-                       num_panels=int(job.cfg.strategy.num_panels))
-    save_panels(job, segmenter, "raw")
+    raw = evaluate(job, segmenter, catalog.val + catalog.test,
+                   num_panels=int(job.cfg.strategy.num_panels))
+    save_panels(job, raw)
     # ...then the night test sets translated night->day first.
-    results += evaluate_translated(job, segmenter, translator)
+    translated = evaluate_translated(job, segmenter, translator)
     job.stages.setdefault("generated_night", "unused")
-    return write_metrics(job, results, night_count=None)
+    return write_metrics(job, [raw, translated], night_count=None)

@@ -1,4 +1,4 @@
-"""Daylight rendering of a street G-buffer (``synthetic_scene``): the domain the segmenter trains on.
+"""Daylight rendering of a street G-buffer (``scene``): the domain the segmenter trains on.
 
 A sun with Lambert shading and cast shadows on the road (each caster's top outline projected along
 the sun), blue-sky ambient light, overcast days without shadows, aerial haze towards the horizon
@@ -10,9 +10,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from nightseg.data.synthetic_layout import Layout
-from nightseg.data.synthetic_objects import lin
-from nightseg.data.synthetic_scene import Z_NEAR, GBuffer, finish, sky_height
+from nightseg.data.synthetic.layout import Layout
+from nightseg.data.synthetic.objects import lin
+from nightseg.data.synthetic.scene import Z_NEAR, GBuffer, finish, sky_height
 
 
 def _shadow_map(layout: Layout, gb: GBuffer, sun: np.ndarray) -> np.ndarray:

@@ -1,26 +1,17 @@
-"""The embedded synthetic day/night driving dataset: nightseg's default data, generated on the spot.
+"""Build the synthetic dataset on disk and describe it as a DataCatalog (``build_catalog``).
 
-Procedural street scenes (``synthetic_layout``, objects in ``synthetic_objects``/``_vehicles``),
-rasterized once (``synthetic_scene``) and lit by day (``synthetic_day``) and by night
-(``synthetic_night``) from the same layout, labelled with the 19 Cityscapes train ids. Five disjoint
-splits mirror the paper's data roles: unpaired day and night images for the CycleGAN, labelled day
-images to train and validate ERF-PSPNet, and a labelled night test set whose samples carry the true
-day rendering of the same scene (``Sample.reference``), so night->day translations can be scored.
-
-Every image is a pure function of (seed, split, index, image size): a larger count only adds
-images and one split's count never changes another's. Images are written once as PNG under
-``root/v<GENERATOR_VERSION>_seed<seed>_<rows>x<cols>/`` and reused; a file lock keeps concurrent
-jobs from rendering twice, every file appears atomically and the manifest is written last.
-
-Preview: ``python -m nightseg.data.synthetic --preview docs/synthetic_samples.png``.
+Images are written once as PNG under ``root/v<GENERATOR_VERSION>_seed<seed>_<rows>x<cols>/`` and
+reused: a larger count only renders the missing scenes. A file lock keeps concurrent jobs from
+rendering twice, every file appears atomically and the manifest is written last; many scenes are
+rendered in worker processes.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -33,47 +24,20 @@ import numpy as np
 from filelock import FileLock
 
 from nightseg.data.catalog import CITYSCAPES_CLASSES, DataCatalog, Sample, SampleSet
-from nightseg.utils import ConfigError, write_json
+from nightseg.data.synthetic.render import (
+    GENERATOR_VERSION,
+    SPLIT_FILES,
+    SPLIT_STREAMS,
+    SPLITS,
+    render_scene,
+)
+from nightseg.utils import ConfigError, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
-# Bump whenever a change to the generator alters any pixel: old caches then stay untouched
-# under their own directory instead of being mixed with new images.
-GENERATOR_VERSION = 1
-SPLITS = ("translate_day", "translate_night", "train", "val", "test")
-# Each split draws its scenes from its own random stream (never renumber: it changes the images).
-SPLIT_STREAMS = {"translate_day": 1, "translate_night": 2, "train": 3, "val": 4, "test": 5}
-# Files per split: (image kind, label kind, reference kind); the image kind is what a model sees.
-SPLIT_FILES = {"translate_day": ("day", "label", None), "translate_night": ("night", "label", None),
-               "train": ("day", "label", None), "val": ("day", "label", None),
-               "test": ("night", "label", "day")}
 MIN_SIZE, MAX_SIZE = 64, 4096
 POOL_MIN = 48      # below this many scenes, starting worker processes costs more than it saves
 MAX_WORKERS = 2
-
-
-def render_scene(seed: int, split: str, index: int, image_size: Sequence[int],
-                 kinds: Sequence[str] = ("day", "night", "label")) -> dict[str, np.ndarray]:
-    """Render one scene: ``day``/``night`` (H, W, 3) uint8 RGB and ``label`` (H, W) uint8 ids."""
-    if split not in SPLIT_STREAMS:
-        raise ValueError(f"unknown synthetic split {split!r}; use one of {', '.join(SPLITS)}")
-    from nightseg.data.synthetic_day import render_day
-    from nightseg.data.synthetic_layout import sample_layout
-    from nightseg.data.synthetic_night import render_night
-    from nightseg.data.synthetic_scene import rasterize
-
-    def rng(stream: int) -> np.random.Generator:
-        return np.random.default_rng([seed, SPLIT_STREAMS[split], index, stream])
-
-    rows, cols = (int(v) for v in image_size)
-    layout = sample_layout(rng(0))
-    gb = rasterize(layout, rows, cols, rng(1))
-    out = {"label": gb.label}
-    if "day" in kinds:
-        out["day"] = render_day(gb, layout, rng(2))
-    if "night" in kinds:
-        out["night"] = render_night(gb, layout, rng(3))
-    return out
 
 
 def dataset_dir(root: str | os.PathLike, seed: int, image_size: Sequence[int]) -> Path:
@@ -105,8 +69,8 @@ def build_catalog(root: str | os.PathLike, seed: int, image_size: Sequence[int],
         raise ConfigError(f"data.catalog.root must be a directory path, got {root!r}; "
                           "e.g. data.catalog.root=.cache/nightseg/synthetic (the default is "
                           "${paths.cache_dir}/synthetic)")
-    seed = _check_seed(seed)
-    size = _check_size(image_size)
+    seed = check_seed(seed)
+    size = check_size(image_size)
     counts = _check_counts(counts)
     key = dataset_dir(root, seed, size)
     if _missing(key, counts) or not _manifest_covers(key, counts):
@@ -120,13 +84,13 @@ def build_catalog(root: str | os.PathLike, seed: int, image_size: Sequence[int],
     return _catalog(key, counts, bool(day_test))
 
 
-def _check_seed(seed) -> int:
+def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ConfigError(f"data.seed must be a non-negative integer, got {seed!r}; e.g. data.seed=0")
     return int(seed)
 
 
-def _check_size(image_size) -> tuple[int, int]:
+def check_size(image_size) -> tuple[int, int]:
     ok = (isinstance(image_size, Sequence) and not isinstance(image_size, (str, bytes))
           and len(image_size) == 2
           and all(isinstance(v, Integral) and not isinstance(v, bool) for v in image_size))
@@ -208,21 +172,23 @@ def _write_manifest(key: Path, seed: int, size: tuple[int, int], counts: Mapping
 
 
 def _remove_stale_temporaries(key: Path) -> None:
-    """Temporary files left by a killed job (we hold the lock, so nobody is writing them)."""
+    """Temporaries left by a killed job (we hold the lock, so nobody is writing them)."""
     for tmp in key.glob("*/*/.*.tmp"):
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # a file, as written by versions before atomic_path
+            tmp.unlink(missing_ok=True)
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    """Encode and write a PNG atomically: a hidden temporary file, then os.replace."""
+    """Encode and write a PNG atomically (nightseg.utils.atomic_path)."""
     if image.ndim == 3:
         image = np.ascontiguousarray(image[..., ::-1])  # OpenCV wants BGR
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise RuntimeError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
 
 
 def _render_task(task: tuple) -> None:
@@ -313,33 +279,3 @@ def _catalog(key: Path, counts: Mapping[str, int], day_test: bool = False) -> Da
         train=SampleSet("synthetic_train", samples("train")),
         val=[SampleSet("synthetic_day_val", samples("val"), domain="day")],
         test=test)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: a preview grid (day | night | label per scene) and dataset statistics."""
-    parser = argparse.ArgumentParser(prog="python -m nightseg.data.synthetic",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--preview", type=Path, help="write a PNG grid of N scenes (day | night | label)")
-    parser.add_argument("--stats", type=int, metavar="N",
-                        help="print class frequencies, luma and speed over N scenes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, nargs=2, default=[128, 256], metavar=("ROWS", "COLS"))
-    parser.add_argument("--n", type=int, default=8, help="scenes in the preview")
-    parser.add_argument("--split", default="train", choices=SPLITS, help="whose scenes to show")
-    args = parser.parse_args(argv)
-    seed, size = _check_seed(args.seed), _check_size(args.size)
-    if args.preview is None and args.stats is None:
-        parser.error("nothing to do: give --preview PATH and/or --stats N")
-    if args.preview is not None:
-        from nightseg.data.synthetic_stats import preview
-
-        preview(args.preview, seed, size, args.n, args.split)
-        print(f"wrote {args.preview}")
-    if args.stats is not None:
-        from nightseg.data.synthetic_stats import print_stats
-
-        print_stats(seed, size, args.stats, args.split)
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
-from nightseg.data.synthetic import SPLIT_STREAMS, render_scene
+from nightseg.data.synthetic.day import render_day
+from nightseg.data.synthetic.layout import sample_layout
+from nightseg.data.synthetic.night import render_night
+from nightseg.data.synthetic.render import SPLIT_STREAMS, render_scene
+from nightseg.data.synthetic.scene import rasterize
 from nightseg.utils import atomic_path
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as in JPEG/YCbCr
@@ -48,11 +52,6 @@ def preview(path: Path, seed: int, size: tuple[int, int], n: int, split: str = "
 
 def print_stats(seed: int, size: tuple[int, int], n: int, split: str = "train") -> None:
     """Render ``n`` scenes and print class frequencies, luma/chroma and speed."""
-    from nightseg.data.synthetic_day import render_day
-    from nightseg.data.synthetic_layout import sample_layout
-    from nightseg.data.synthetic_night import render_night
-    from nightseg.data.synthetic_scene import rasterize
-
     counts = np.zeros(256, np.int64)
     present = np.zeros(256, np.int64)
     day_l, night_l, day_c, night_c = [], [], [], []

@@ -1,7 +1,7 @@
 """Rasterize a street layout into a G-buffer (label, albedo, normals, positions, night emission).
 
 Deferred shading: every pixel gets its class, linear albedo, surface normal, world position and
-night emission once; ``synthetic_day.render_day`` and ``synthetic_night.render_night`` light the
+night emission once; ``day.render_day`` and ``night.render_night`` light the
 same buffer, so day and night of one scene share their label exactly. The road plane is classified
 per pixel analytically (exact perspective for lanes, markings and paving); objects are polygons in
 planes drawn in painter's order (far first) with OpenCV into an id buffer.
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from nightseg.data.synthetic_layout import Layout
-from nightseg.data.synthetic_objects import (
+from nightseg.data.synthetic.layout import Layout
+from nightseg.data.synthetic.objects import (
     IGNORE,
     M_ASPHALT,
     M_DIRT,

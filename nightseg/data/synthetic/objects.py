@@ -3,7 +3,7 @@
 Coordinates are metres in the camera's frame: x right, y up (ground at y = 0), z forward. Every
 object is a short list of planar polygons (:class:`Prim`) that are either fronto-parallel (z =
 const) or parallel to the street (x = const), so the rasterizer can recover each pixel's exact
-depth from the plane alone (deferred shading, see ``synthetic_scene``). Polygons carry their
+depth from the plane alone (deferred shading, see ``scene``). Polygons carry their
 Cityscapes train id, a material, an albedo and, for night, an emission; builders also return the
 lights an object carries (head/tail lights, street lamps). Nothing here depends on image size.
 """
@@ -17,7 +17,7 @@ ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, TLIGHT, TSIGN, VEG, TERRAIN, SKY = 
 PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE = range(11, 19)
 IGNORE = 255
 
-# Materials select the procedural texture (amplitudes in synthetic_scene.MATERIAL_NOISE).
+# Materials select the procedural texture (amplitudes in scene.MATERIAL_NOISE).
 (M_SKY, M_ASPHALT, M_PAVING, M_GRASS, M_FACADE, M_CONCRETE, M_FENCE, M_METAL, M_FOLIAGE, M_BARK,
  M_PAINT, M_GLASS, M_RUBBER, M_CLOTH, M_SKIN, M_LAMP, M_SIGN, M_DIRT) = range(18)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nightseg.data.synthetic_objects import (
+from nightseg.data.synthetic.objects import (
     BUS,
     CAR,
     M_GLASS,

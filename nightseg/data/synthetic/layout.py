@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nightseg.data.synthetic_objects import (
+from nightseg.data.synthetic.objects import (
     BICYCLE,
     BUILDING,
     FENCE,
@@ -40,7 +40,7 @@ from nightseg.data.synthetic_objects import (
     tree,
     two_wheeler,
 )
-from nightseg.data.synthetic_vehicles import BUS, CAR, TRAIN, TRUCK, vehicle
+from nightseg.data.synthetic.vehicles import BUS, CAR, TRAIN, TRUCK, vehicle
 
 # Draw bands (painter's order): a structure beyond the building line can never hide anything
 # inside the street corridor, so bands go outside-in and depth sorting is only needed within one.
@@ -62,7 +62,7 @@ class Camera:
 
 @dataclass
 class Ground:
-    """What lies on the road plane (y = 0), classified per pixel by ``synthetic_scene._ground``."""
+    """What lies on the road plane (y = 0), classified per pixel by ``scene._ground``."""
     road: tuple[float, float]                        # x extent of the carriageway
     markings: list[tuple[float, float, float]]       # (x, dash period m (0 = solid), duty)
     bands: list[tuple[float, float, int]]            # (x0, x1, class) strips beside the road

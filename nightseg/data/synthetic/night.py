@@ -13,9 +13,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from nightseg.data.synthetic_layout import Layout
-from nightseg.data.synthetic_objects import Light
-from nightseg.data.synthetic_scene import Z_NEAR, GBuffer, finish, sky_height
+from nightseg.data.synthetic.layout import Layout
+from nightseg.data.synthetic.objects import Light
+from nightseg.data.synthetic.scene import Z_NEAR, GBuffer, finish, sky_height
 
 MOON = np.array([0.55, 0.7, 1.0], np.float32)  # moon/skylight is bluish (Purkinje-like look)
 

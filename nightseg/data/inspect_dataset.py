@@ -1,4 +1,4 @@
-"""Dataset inspector: ``python -m nightseg.data.inspect DATASET ROOT [--limit N] [-o KEY=VALUE]``.
+"""Dataset inspector: ``python -m nightseg.data.inspect_dataset DATASET ROOT [--limit N] [-o KEY=VALUE]``.
 
 Builds DATASET's catalog from ROOT exactly as a run would (missing files are kept, to be
 reported here rather than stop the scan), prints per role and set how many images and labels it
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect as pyinspect
+import inspect
 import os
 import sys
 import time
@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightseg.data.catalog import IGNORE_INDEX, DataCatalog, Sample, SampleSet
-from nightseg.data.io import read_image, read_label
+from nightseg.data.io import label_size_problem, read_image, read_label
 from nightseg.utils import ConfigError, DataError
 
 # Dataset name -> (module, catalog builder); the CLI's only registry (configs use _target_).
@@ -116,10 +116,10 @@ def sample_problems(sample: Sample, image: FileResult, label: FileResult | None,
     problems = [r.problem for r in (image, label) if r is not None and r.problem]
     if sample.label is None and need_label:
         problems.append(f"{sample.image}: no label file for this image")
-    if label is not None and image.shape and label.shape and label.shape != image.shape:
-        (lh, lw), (h, w) = label.shape, image.shape
-        problems.append(f"{sample.label}: label size {lw}x{lh} differs from its image "
-                        f"{sample.image} ({w}x{h}); regenerate the label at the image size")
+    if label is not None and image.shape and label.shape:
+        problem = label_size_problem(sample.label, label.shape, sample.image, image.shape)
+        if problem:
+            problems.append(problem)
     return problems
 
 
@@ -208,7 +208,7 @@ def build(dataset: str, root: str, options: dict) -> DataCatalog:
     """DATASET's catalog from ROOT with missing files kept for the report."""
     module, name = FAMILIES[dataset]
     builder = getattr(importlib.import_module(module), name)
-    params = pyinspect.signature(builder).parameters
+    params = inspect.signature(builder).parameters
     unknown = sorted(set(options) - set(params) - {"root"})
     if unknown:
         raise ConfigError(f"-o {unknown}: {dataset} takes {', '.join(p for p in params if p != 'root')}")
@@ -217,7 +217,7 @@ def build(dataset: str, root: str, options: dict) -> DataCatalog:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m nightseg.data.inspect",
+        prog="python -m nightseg.data.inspect_dataset",
         description="Count and check a dataset in its official layout; exit 1 listing every problem.")
     parser.add_argument("dataset", choices=sorted(FAMILIES))
     parser.add_argument("root", help="the dataset's root folder, e.g. data/camvid")
