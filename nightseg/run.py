@@ -30,7 +30,7 @@ from nightseg.hardware import resolve_trainer
 from nightseg.results import print_table
 from nightseg.stages import Job
 from nightseg.strategies import STRATEGIES
-from nightseg.utils import ConfigError, DataError
+from nightseg.utils import ConfigError, DataError, TrainingError
 
 log = logging.getLogger("nightseg")
 # Lightning advertises a hosted logger at every Trainer; once per stage is noise in the run log.
@@ -93,8 +93,9 @@ EXIT_SIGTERM = 143
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except (ConfigError, DataError) as e:
-        # Bad input, not a bug: one line naming the key or file and the fix, no traceback.
+    except (ConfigError, DataError, TrainingError) as e:
+        # Bad input or a diverged stage, not a bug: one line naming the key, file or stage and
+        # the fix, no traceback.
         raise SystemExit(f"error: {e}") from None
     except SIGTERMException:
         # Lightning raises it (a SystemExit with status 0) at the step after SIGTERM; the stage in

@@ -50,7 +50,7 @@ from nightseg.hardware import uses_cuda
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.tracking import Tracker
-from nightseg.utils import DataError, write_json
+from nightseg.utils import DataError, TrainingError, write_json
 from nightseg.visualize import save_png, to_uint8
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,33 @@ class _CheckpointOnSigterm(pl.Callback):
                         trainer.global_step, self.path)
 
 
+class _StopOnNonFiniteLoss(pl.Callback):
+    """A NaN or infinite training loss stops the stage at once, naming the stage, epoch and step:
+    training on would publish NaN weights that every later stage and score silently uses. Runs
+    before the periodic checkpoint (Lightning puts checkpoint callbacks last), so no resume
+    checkpoint is written at that step. Every rank takes part in the decision (a rank that
+    stopped alone would leave the others waiting in DDP's next all-reduce)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs,
+                           batch, batch_idx: int) -> None:
+        if isinstance(outputs, dict) and torch.is_tensor(outputs.get("loss")):
+            losses = {"train/loss": outputs["loss"].detach()}  # this step's loss
+        else:  # manual optimization (the GANs): the losses it logged, known one step late
+            losses = {k: v for k, v in trainer.callback_metrics.items()
+                      if k.startswith("train/loss") and torch.is_tensor(v)}
+        bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v).all()}
+        if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
+            what = ", ".join(f"{k}={v}" for k, v in bad.items()) or "on another rank"
+            raise TrainingError(
+                f"stage {self.stage}: the training loss is not finite ({what}) in epoch "
+                f"{trainer.current_epoch}, by step {trainer.global_step}; nothing was published and the "
+                "resume checkpoint is from before that step. Lower the learning rate, or check the "
+                "training images and labels")
+
+
 def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_epochs: int | None,
          work_dir: Path, out: Path, max_steps: int | None = None) -> None:
     """Fit for ``max_epochs`` epochs, or ``max_steps`` optimizer steps when that is given, with a
@@ -176,8 +203,8 @@ def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_
                   "val_check_interval": max(1, max_steps // VALIDATIONS_PER_BUDGET)}
     ckpt = ModelCheckpoint(dirpath=work_dir, filename="last", save_top_k=1,
                            enable_version_counter=False, **cadence)
-    trainer = make_trainer(job, stage_name, callbacks=[ckpt, _CheckpointOnSigterm(work_dir / "last.ckpt")],
-                           **budget)
+    trainer = make_trainer(job, stage_name, callbacks=[
+        _StopOnNonFiniteLoss(stage_name), ckpt, _CheckpointOnSigterm(work_dir / "last.ckpt")], **budget)
     last = work_dir / "last.ckpt"
     if last.exists():
         log.info("stage %s: resuming from %s", stage_name, last)

@@ -18,6 +18,11 @@ class DataError(RuntimeError):
     """A dataset file or layout is bad; the message names the file and what is wrong."""
 
 
+class TrainingError(RuntimeError):
+    """A stage's training went wrong in a way a rerun will not fix by itself (a NaN or infinite
+    loss); the message names the stage, epoch, step and what to change. Nothing was published."""
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path`` atomically.

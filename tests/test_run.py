@@ -207,6 +207,56 @@ def test_augment_under_ddp_on_two_cpu_processes(tmp_path):
     assert [e["index"] for e in json.loads(manifest.read_text())] == list(range(17))
 
 
+def test_non_finite_loss_stops_the_stage_and_publishes_nothing(tmp_path, smoke_overrides, monkeypatch):
+    """A NaN loss at step 2 of the segmenter: the stage stops there with the stage, epoch and step
+    named; no model is published; the resume checkpoint is not from the NaN step."""
+    import torch
+
+    from nightseg.models.segmentation import SegmentationModule
+    from nightseg.utils import TrainingError
+
+    real_step = SegmentationModule.training_step
+    steps = []
+
+    def nan_at_step_2(self, *a):
+        steps.append(self.global_step)
+        loss = real_step(self, *a)
+        return loss * float("nan") if self.global_step == 2 else loss
+
+    monkeypatch.setattr(SegmentationModule, "training_step", nan_at_step_2)
+    overrides = smoke_overrides + ["strategy=augment", "night_count=0", f"paths.cache_dir={tmp_path}/c",
+                                   "model.segmenter.max_epochs=null", "model.segmenter.max_steps=10"]
+    with pytest.raises(TrainingError, match=r"stage segmenter: the training loss is not finite "
+                                            r"\(train/loss=nan\) in epoch 0, by step 3"):
+        _run(overrides, tmp_path / "r")
+    assert steps == [0, 1, 2]  # stopped at once, not after the budget
+    segmenters = tmp_path / "c" / "stages" / "segmenter"
+    assert not list(segmenters.glob("*/model.ckpt"))
+    last = list(segmenters.glob("*/work/last.ckpt"))
+    assert len(last) == 1 and torch.load(last[0], map_location="cpu", weights_only=False)["global_step"] == 2
+
+
+def test_non_finite_gan_loss_stops_the_translator(tmp_path, smoke_overrides, monkeypatch):
+    """The GANs optimize manually: their logged losses are checked (one step late)."""
+    from nightseg.models.cyclegan import CycleGANModule
+    from nightseg.utils import TrainingError
+
+    real_step = CycleGANModule.training_step
+
+    def nan_from_step_4(self, batch, batch_idx):
+        out = real_step(self, batch, batch_idx)
+        if self.global_step >= 4:  # manual optimization: two optimizer steps per batch
+            self.log("train/loss_probe", float("nan"))
+        return out
+
+    monkeypatch.setattr(CycleGANModule, "training_step", nan_from_step_4)
+    with pytest.raises(TrainingError, match=r"stage translator: the training loss is not finite "
+                                            r"\(train/loss_probe=nan\) in epoch 0"):
+        _run(smoke_overrides + ["strategy=night2day_inference", f"paths.cache_dir={tmp_path}/c"],
+             tmp_path / "r")
+    assert not list((tmp_path / "c" / "stages" / "translator").glob("*/model.ckpt"))
+
+
 _SLOW_TRAINING = '''
 import os, runpy, sys, time
 from pathlib import Path
