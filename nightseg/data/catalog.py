@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -59,6 +60,10 @@ class SampleSet:
     pred_lut: list[int] | None = None
     resize: tuple[int, int] | None = None
     domain: str | None = None
+    # fingerprint() once per set: several stages key on the same training set (the pool: the
+    # generated images and the segmenter; the translator's sets: the translator and the gate).
+    # Sets are never changed in place (head/reordered/replace make new ones without it).
+    _fingerprint: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -88,6 +93,8 @@ class SampleSet:
         names and sizes). With the label mapping and the set's own size. The set's name and its
         test-time fields are left out: they do not change what a model learns from it.
         """
+        if self._fingerprint is not None:
+            return dict(self._fingerprint)
         digest = hashlib.sha256()
         files = [p for s in self.samples for p in (s.image, s.label) if p is not None]
         if files:
@@ -95,16 +102,27 @@ class SampleSet:
             for s in self.samples:
                 for p in (s.image, s.label):
                     rel = "-" if p is None else p.relative_to(base).as_posix()
-                    size = p.stat().st_size if p is not None and p.is_file() else -1
-                    digest.update(f"{rel}\t{size}\n".encode())
+                    digest.update(f"{rel}\t{_file_size(p)}\n".encode())
             for s in {id(x): x for x in (self.samples[0], self.samples[-1])}.values():
                 for p in (s.image, s.label):
                     if p is not None and p.is_file():
                         digest.update(p.read_bytes())
         lut = None if self.label_lut is None else hashlib.sha256(
             ",".join(map(str, self.label_lut)).encode()).hexdigest()[:16]
-        return {"count": len(self.samples), "files": digest.hexdigest()[:16], "label_lut": lut,
-                "resize": list(self.resize) if self.resize else None}
+        self._fingerprint = {"count": len(self.samples), "files": digest.hexdigest()[:16],
+                             "label_lut": lut, "resize": list(self.resize) if self.resize else None}
+        return dict(self._fingerprint)
+
+
+def _file_size(path: Path | None) -> int:
+    """A file's size in bytes with one stat call; -1 for no path, a missing file or a folder."""
+    if path is None:
+        return -1
+    try:
+        st = path.stat()
+    except OSError:
+        return -1
+    return st.st_size if stat.S_ISREG(st.st_mode) else -1
 
 
 @dataclass

@@ -267,10 +267,9 @@ def _catalog(key: Path, counts: Mapping[str, int], day_test: bool = False) -> Da
                        _path(key, split, ref, i) if ref else None) for i in range(counts[split])]
 
     test = [SampleSet("synthetic_night", samples("test"), domain="night")]
-    if day_test:
-        test.append(SampleSet("synthetic_day_test", [
-            Sample(_path(key, "test", "day", i), _path(key, "test", "label", i))
-            for i in range(counts["test"])], domain="day"))
+    if day_test:  # the same scenes by day: their references as the images
+        test.append(SampleSet("synthetic_day_test", [Sample(s.reference, s.label)
+                                                     for s in test[0].samples], domain="day"))
 
     return DataCatalog(
         name="synthetic", class_names=CITYSCAPES_CLASSES,
