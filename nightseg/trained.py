@@ -107,6 +107,10 @@ def _path(kind: str, value: str, cache_dir: Path) -> Path:
     if not path.exists() and _KEY.match(value):
         path = cache_dir / "stages" / stage_kind / value / artefact
         if not path.exists():
+            for other, (other_kind, other_artefact) in _ARTEFACTS.items():
+                if (cache_dir / "stages" / other_kind / value / other_artefact).exists():
+                    raise ConfigError(f"models.{kind}={value} is the key of a {other_kind}, not of a "
+                                      f"{stage_kind}; it belongs in models.{other}")
             raise ConfigError(f"models.{kind}={value}: no {stage_kind} with that key in the stage "
                               f"cache ({path} is missing); check paths.cache_dir (now {cache_dir}) "
                               "or give the checkpoint's path")
