@@ -99,6 +99,12 @@ def _resized(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
+def _as_is(sample: dict) -> dict:
+    """Samples leave the workers as they are (numpy arrays, no tensors): a module-level function,
+    so that spawned workers (macOS, Windows) can unpickle it."""
+    return sample
+
+
 class _Images(Dataset):
     """Reads images in loader workers; a file that cannot be read comes back as its error."""
 
@@ -136,7 +142,7 @@ def say(console: Console, line: str) -> None:
 def image_frames(items: list[Item], size, num_workers: int, skipped: list[str],
                  console: Console) -> Iterator[Frame]:
     loader = DataLoader(_Images(items, size), batch_size=None, num_workers=num_workers,
-                        collate_fn=lambda x: x)
+                        collate_fn=_as_is)
     for sample in loader:
         item = items[sample["index"]]
         if "error" in sample:
@@ -253,11 +259,17 @@ class VideoWriter:
                 self._tmp_cm.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
+class _NotAVideo(Exception):
+    pass
+
+
 def video_frames(item: Item, size, state: dict) -> Iterator[Frame]:
     """Decoded frames of a video; ``state`` gets its frame rate and frame count first."""
     import av
 
     with av.open(str(item.path)) as container:
+        if not container.streams.video:
+            raise _NotAVideo("it has no video stream")
         stream = container.streams.video[0]
         state["rate"] = stream.average_rate or stream.guessed_rate or Fraction(25)
         state["frames"] = stream.frames or None
@@ -413,7 +425,7 @@ def _predict_video(item: Item, size, batch_size: int, run: Predictor, out_dir: P
             done += len(batch)
             progress.update(task, completed=done)
         ok = done > 0
-    except av.error.FFmpegError as e:
+    except (av.error.FFmpegError, _NotAVideo) as e:
         say(console, f"skipped {item.path}: cannot read it as a video ({e})")
         skipped.append(str(item.path))
         done = 0

@@ -240,6 +240,9 @@ def load_pipeline(models: Models, runtime: str = "torch") -> Loaded:
     hp = segmenter.hparams
     classes = Classes(list(hp.class_names), int(hp.ignore_index))
     if runtime == "onnxruntime":
+        # The plug for nightseg.export: replace `segmenter` by its onnxruntime module (images in
+        # [0, 1] -> logits) and, with a translator, `translator` by an object whose
+        # translate(images, "night2day") returns its onnxruntime generator's images in [0, 1].
         raise ConfigError("runtime=onnxruntime is not available in this build (it needs "
                           "nightseg.export); use runtime=torch")
     return Loaded(SegmentationPipeline(segmenter, translator, gate).eval(), classes)

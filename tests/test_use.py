@@ -240,6 +240,18 @@ def test_predict_resize_gate_and_glob(tmp_path, checkpoints):
     assert not (out / "mask" / "other.png").exists()
 
 
+def test_predict_skips_a_video_it_cannot_read(tmp_path, checkpoints, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not a video")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(inputs / "x.png")
+    res = _predict(tmp_path, checkpoints, inputs)
+    assert res["frames"] == 1 and res["skipped"] == [str(inputs / "broken.mp4")]
+    assert f"skipped {inputs / 'broken.mp4'}: cannot read it as a video" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "overlay" / "broken.mp4").exists()
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
 @pytest.mark.parametrize("override, message", [
     ("precision=16", r"^precision=16: use bf16 \(autocast\) or 32 \(fp32\)$"),
     ("resize=[10,20]", r"^resize=\[10, 20\]: give \[rows, cols\], both at least 32"),
