@@ -94,7 +94,7 @@ def evaluate_models(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         save_panels(job, raw)
         evaluations = [raw]
         # ...then the night test sets translated night->day first (through the gate).
-        if pipeline.translator is not None:
+        if pipeline.translator is not None and catalog.test:
             if pipeline.gate is not None:
                 job.gate = pipeline.gate.to_dict()
             translated = evaluate_pipeline(job, pipeline, catalog.test, **score)
