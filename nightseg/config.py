@@ -92,23 +92,18 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"strategy.gate={gate}: use none (translate every test image) or auto "
                           "(translate only the images a brightness gate calls night)")
 
-    for key in ("data.resize", "data.train_crop", "data.translate_crop"):
-        _check_size(cfg, key)
-    for key in ("data.batch_size", "data.eval_batch_size", "data.translate_batch_size",
-                "model.segmenter.max_epochs", "model.segmenter.max_steps"):
+    validate_data(cfg)
+    for key in ("model.segmenter.max_epochs", "model.segmenter.max_steps"):
         _check_positive(cfg, key)
     _check_budget(cfg)
     for key in ("seed", "translator_seed"):
         if not isinstance(cfg.get(key), int):
             raise ConfigError(f"{key}={cfg.get(key)}: must be an integer")
-    for key in ("data.num_workers", "model.translator.epochs_constant",
-                "model.translator.epochs_decay"):
+    for key in ("model.translator.epochs_constant", "model.translator.epochs_decay"):
         _check_positive(cfg, key, allow_zero=True)
     if cfg.model.translator.epochs_constant + cfg.model.translator.epochs_decay < 1:
         raise ConfigError("model.translator.epochs_constant + model.translator.epochs_decay must be "
                           "at least 1")
-    if cfg.data.on_error not in ON_ERROR_CHOICES:
-        raise ConfigError(f"data.on_error={cfg.data.on_error}: use {' or '.join(ON_ERROR_CHOICES)}")
     ignore = cfg.model.segmenter.get("ignore_index")
     if ignore is not None and ignore != IGNORE_INDEX:
         raise ConfigError(
@@ -122,6 +117,17 @@ def validate(cfg: DictConfig) -> None:
             f"model.segmenter.num_classes={seg_classes} disagrees with data.num_classes="
             f"{cfg.data.num_classes} (data={cfg.data.name}); remove the model.segmenter.num_classes "
             "override (it follows the data by default)")
+
+
+def validate_data(cfg: DictConfig) -> None:
+    """The checks of the data group alone: shared by runs and by python -m nightseg.evaluate."""
+    for key in ("data.resize", "data.train_crop", "data.translate_crop"):
+        _check_size(cfg, key)
+    for key in ("data.batch_size", "data.eval_batch_size", "data.translate_batch_size"):
+        _check_positive(cfg, key)
+    _check_positive(cfg, "data.num_workers", allow_zero=True)
+    if cfg.data.on_error not in ON_ERROR_CHOICES:
+        raise ConfigError(f"data.on_error={cfg.data.on_error}: use {' or '.join(ON_ERROR_CHOICES)}")
 
 
 # The data settings that change what each stage learns or produces (data_spec's ``keys``).

@@ -120,15 +120,26 @@ def evaluate(job: Job, segmenter: nn.Module, sets: Sequence[SampleSet],
     """Score ``segmenter`` (a SegmentationModule: its ``hparams`` give num_classes, class_names and
     ignore_index) on ``sets``, raw or translated night->day first by ``translator`` (with a
     ``gate``, only the images it calls night), keeping ``num_panels`` images per set for panels.
+    """
+    hp = segmenter.hparams
+    return evaluate_pipeline(job, SegmentationPipeline(segmenter, translator, gate), sets,
+                             hp.num_classes, hp.class_names, hp.ignore_index, num_panels)
+
+
+def evaluate_pipeline(job: Job, pipeline: SegmentationPipeline, sets: Sequence[SampleSet],
+                      num_classes: int, class_names: Sequence[str], ignore_index: int,
+                      num_panels: int = 0) -> Evaluation:
+    """Score a ready pipeline (its segmenter predicting ``num_classes`` classes named
+    ``class_names``) on ``sets``: what :func:`evaluate` does for a run, and what
+    ``python -m nightseg.evaluate`` does for models loaded by nightseg.trained (whose segmenter
+    need not be a SegmentationModule, e.g. another runtime's).
 
     The job gives the data settings (sizes, batch size, workers, on_error), the Trainer (stage
     ``eval_<condition>``, logged to the job's tracker) and the timing (``eval_<condition>``).
     """
     data = job.cfg.data
-    pipeline = SegmentationPipeline(segmenter, translator, gate)
-    hp = segmenter.hparams
     condition = pipeline.condition
-    scoring = _Scoring(pipeline, sets, hp.num_classes, hp.class_names, hp.ignore_index,
+    scoring = _Scoring(pipeline, sets, num_classes, class_names, ignore_index,
                        num_panels, "test" if condition == "raw" else f"test_{condition}")
     dm = SegmentationDataModule([], test_sets=sets, num_classes=job.catalog.num_classes,
                                 eval_batch_size=data.eval_batch_size, num_workers=data.num_workers,

@@ -49,8 +49,9 @@ def write_metrics(job: Job, evaluations: Sequence[Evaluation], night_count: int 
         "strategy": job.cfg.strategy.name,
         "night_count": night_count,
         "data": job.cfg.data.name,
-        "seed": int(job.cfg.seed),
-        "translator_seed": int(job.cfg.translator_seed),
+        # None where unknown: python -m nightseg.evaluate of checkpoints named by path.
+        "seed": _int_or_none(job.cfg.seed),
+        "translator_seed": _int_or_none(job.cfg.translator_seed),
         "results": rows,
     }
     if translation is not None:
@@ -72,8 +73,9 @@ def write_metrics(job: Job, evaluations: Sequence[Evaluation], night_count: int 
 def print_table(metrics: dict, run_dir: Path | None = None, console: Console | None = None) -> None:
     console = console or Console()
     nc = metrics.get("night_count")
+    seed = metrics.get("seed")
     title = f"{metrics['strategy']}" + (f" night_count={nc}" if nc is not None else "") + \
-        f" on {metrics['data']} (seed {metrics['seed']})"
+        f" on {metrics['data']}" + (f" (seed {seed})" if seed is not None else "")
     table = Table(title=title)
     for col in ("test set", "condition", "mIoU %", "pixel acc %", "mean acc %"):
         table.add_column(col, justify="left" if col in ("test set", "condition") else "right")
@@ -95,6 +97,10 @@ def print_table(metrics: dict, run_dir: Path | None = None, console: Console | N
     console.print("stages: " + ", ".join(f"{k} {v}" for k, v in metrics["stages"].items()))
     if run_dir is not None:
         console.print(f"metrics: {run_dir / 'metrics.json'}")
+
+
+def _int_or_none(x) -> int | None:
+    return None if x is None else int(x)
 
 
 def _fmt(x: float | None) -> str:

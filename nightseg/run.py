@@ -33,9 +33,6 @@ from nightseg.strategies import STRATEGIES
 from nightseg.utils import ConfigError, DataError, TrainingError
 
 log = logging.getLogger("nightseg")
-# Lightning advertises a hosted logger at every Trainer; once per stage is noise in the run log.
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-    lambda record: "litlogger" not in record.getMessage())
 
 
 def _tracker_kwargs(cfg: DictConfig, run_dir: Path) -> dict:

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 # goes away with a Lightning release that follows torch's API. (pyproject.toml filters it in tests.)
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                         category=FutureWarning)
+# Lightning advertises a hosted logger at every Trainer; once per stage is noise in the run log.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage())
 
 
 @dataclass
