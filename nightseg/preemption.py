@@ -17,8 +17,9 @@ plain sbatch script (Lightning's convention). nightseg answers both alike:
 Lightning's own requeue (``SLURMEnvironment(auto_requeue=True)``: on USR1 an ``hpc_ckpt_N.ckpt`` into the
 Trainer's root directory and ``scontrol requeue`` from inside the signal handler, while training goes on)
 is kept out: its checkpoint is taken mid-step, lands in the run directory rather than the stage's work
-directory, and every later Trainer of the job under Slurm would resume from it (a translator's state
-loaded into the segmenter). Lightning installs that handler only where the signal has none, and this
+directory, and every later Trainer of the job under Slurm resumes from it (the segmenter's state loaded
+into the evaluation pipeline: the job fails); its handler is inherited by forked loader workers, which
+requeue the job once each. Lightning installs that handler only where the signal has none, and this
 module holds USR1 and USR2 from the start of the job. Submitit's USR2 handler, which would requeue
 mid-step and exit without a checkpoint, is wrapped the same way.
 
@@ -158,8 +159,8 @@ def _requeue(sig: signal.Signals) -> str:
     if callable(previous):
         # submitit's handler (hydra/launcher=slurm or submitit_local): on the first task it saves the
         # job's next submission, requeues it and exits; on the others it returns.
-        print(f"stopped by {sig.name}: resume checkpoint saved; submitit requeues the job",
-              file=sys.stderr, flush=True)
+        print(f"stopped by {sig.name}: resume checkpoint saved; submitit requeues the job (after a "
+              "time limit at most hydra.launcher.max_num_timeout times)", file=sys.stderr, flush=True)
         previous(int(sig), None)
         return "submitit requeues the job from its first task"
     job = slurm_job_id()

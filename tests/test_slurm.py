@@ -204,3 +204,70 @@ def test_array_task_is_requeued_by_its_own_id(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
     assert preemption.slurm_job_id() == "4242_1"
 
+
+
+# ---- the handler itself, in this process ------------------------------------------------------
+@pytest.fixture
+def preemption(monkeypatch):
+    """nightseg.preemption with fresh state; this process's USR1/USR2 handlers restored after."""
+    from nightseg import preemption
+
+    saved = {sig: signal.getsignal(sig) for sig in preemption.REQUEUE_SIGNALS}
+    monkeypatch.setattr(preemption, "_state", preemption._State())
+    yield preemption
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def _deliver(sig: int) -> None:
+    signal.raise_signal(sig)
+    time.sleep(0.01)  # the Python handler runs at the next bytecode boundary: here at the latest
+
+
+def test_requeue_signal_between_stages_stops_at_once_and_requeues_once(preemption, tmp_path, monkeypatch):
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    slurm, calls = _fake_slurm(tmp_path)
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    preemption.install()
+    with pytest.raises(SIGTERMException):  # no Trainer running: nothing to finish first
+        _deliver(signal.SIGUSR1)
+    _deliver(signal.SIGUSR1)  # Slurm or a user sending it again: one request is enough
+    assert preemption.pending() == signal.SIGUSR1
+    with pytest.raises(SIGTERMException):
+        preemption.check()  # between stages
+    assert preemption.finish_stop() == 128 + signal.SIGUSR1
+    assert preemption.finish_stop() == 128 + signal.SIGUSR1
+    assert calls.read_text().splitlines() == ["requeue 4242"]
+
+
+def test_submitit_handler_requeues_after_the_stop(preemption):
+    """Under submitit the USR2 handler found at install is submitit's: called once, after the stage
+    stopped (it requeues and exits), never from the signal itself."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    seen = []
+
+    def submitit_handler(signum, frame):
+        seen.append(signum)
+        raise SystemExit(-1)
+
+    signal.signal(signal.SIGUSR2, submitit_handler)
+    preemption.install()
+    with pytest.raises(SIGTERMException):
+        _deliver(signal.SIGUSR2)
+    assert seen == []
+    with pytest.raises(SystemExit):
+        preemption.finish_stop()
+    assert seen == [signal.SIGUSR2]
+
+
+def test_sigterm_stops_without_requeue(preemption, tmp_path, monkeypatch):
+    slurm, calls = _fake_slurm(tmp_path)
+    monkeypatch.setenv("PATH", slurm["PATH"])
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    preemption.install()
+    assert preemption.finish_stop() == 143  # what scancel and a preemption send: stop, no requeue
+    assert not calls.exists()
