@@ -164,21 +164,39 @@ def test_usr2_under_submitit_local_is_requeued_by_submitit_and_resumes(tmp_path,
     assert _global_step(Path(metrics["checkpoints"]["segmenter"])) == MAX_STEPS
 
 
-def test_slurm_launcher_config_sizes_jobs_from_the_trainer_and_requeues():
-    """hydra/launcher=slurm composes onto hydra-submitit-launcher's submitit_slurm: one task and one
-    GPU per trainer device, trainer.num_nodes nodes, USR2 ahead of the limit, timeouts requeued."""
+def test_slurm_launcher_config_makes_the_sbatch_script(tmp_path, monkeypatch):
+    """hydra/launcher=slurm composes onto hydra-submitit-launcher's submitit_slurm and, through the
+    plugin's own parameter mapping and submitit's Slurm executor, gives an sbatch script with one
+    task and one GPU per trainer device on trainer.num_nodes nodes, USR2 ahead of the time limit,
+    --requeue, and three time-limit requeues."""
     from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+    from submitit import AutoExecutor
 
     from tests.conftest import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer.devices=4",
-                                           "trainer.num_nodes=2"], return_hydra_config=True)
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert (launcher.tasks_per_node, launcher.gpus_per_node, launcher.nodes) == (4, 4, 2)
-    assert launcher.signal_delay_s > 0 and launcher.max_num_timeout >= 1
-    assert launcher.additional_parameters.requeue is True
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2",
+                                           "hydra.launcher.partition=gpu", f"hydra.sweep.dir={tmp_path}"],
+                      return_hydra_config=True)
+    params = dict(instantiate(cfg.hydra.launcher).params)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\n")  # submitit's executor insists on one
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    # As BaseSubmititLauncher.launch hands them to submitit:
+    executor = AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
+                            slurm_max_num_timeout=params.pop("max_num_timeout"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+    assert executor._executor.max_num_timeout == 3
+    sbatch = executor._executor._make_submission_file_text("python -m submitit.core._submit x", "uid")
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
+                 "#SBATCH --signal=USR2@120", "#SBATCH --requeue", "#SBATCH --time=240",
+                 "#SBATCH --partition=gpu", "#SBATCH --open-mode=append"):
+        assert line in sbatch.splitlines(), (line, sbatch)
 
 
 def test_node_local_cache_is_named(tmp_path, monkeypatch, caplog):
