@@ -23,6 +23,9 @@ requeue the job once each. Lightning installs that handler only where the signal
 module holds USR1 and USR2 from the start of the job. Submitit's USR2 handler, which would requeue
 mid-step and exit without a checkpoint, is wrapped the same way.
 
+Under DDP every rank gets Slurm's signal and stops as on SIGTERM (Lightning checks each rank's request
+after every step, and broadcasts rank zero's at the start of the next); global rank zero alone requeues.
+
 SIGTERM keeps its meaning: stop, save, exit 143, no requeue. It is also what ``scancel`` sends, and a job
 preempted under ``PreemptMode=REQUEUE`` is requeued by Slurm itself.
 """
