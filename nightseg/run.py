@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import hydra
@@ -23,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from nightseg import distributed
+from nightseg import distributed, preemption
 from nightseg.cache import StageCache
 from nightseg.config import check_catalog, validate
 from nightseg.hardware import resolve_trainer
@@ -53,6 +52,8 @@ def _tracker_kwargs(cfg: DictConfig, run_dir: Path) -> dict:
 def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     """Run one job; returns the metrics written to ``<run_dir>/metrics.json``."""
     validate(cfg)
+    preemption.install()  # USR1/USR2: stop at a step, save it, requeue (README: Multi-GPU and clusters)
+    preemption.warn_if_cache_is_node_local(cfg.paths.cache_dir)
     if run_dir is None:
         run_dir = HydraConfig.get().runtime.output_dir
     run_dir = Path(run_dir)
@@ -82,7 +83,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
 
 
 # Exit status after SIGTERM (128 + 15, what a shell reports for a process the signal ended): the
-# job was stopped, not failed, and the same command resumes it.
+# job was stopped, not failed, and the same command resumes it. After USR1/USR2 (Slurm's warning
+# before a time limit or preemption) it is 128 + that signal, and the job was requeued
+# (nightseg.preemption).
 EXIT_SIGTERM = 143
 
 
@@ -95,12 +98,11 @@ def main(cfg: DictConfig) -> None:
         # the fix, no traceback.
         raise SystemExit(f"error: {e}") from None
     except SIGTERMException:
-        # Lightning raises it (a SystemExit with status 0) at the step after SIGTERM; the stage in
-        # training has saved its resume checkpoint. Leave with a status that says so, and leave
-        # the whole process: in a sweep, Hydra would otherwise go on to the next job.
-        print(f"stopped by SIGTERM: run the same command again to resume (exit status {EXIT_SIGTERM})",
-              file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_SIGTERM) from None
+        # Lightning raises it (a SystemExit with status 0) at the step after SIGTERM, USR1 or USR2;
+        # the stage in training has saved its resume checkpoint. Requeue where the signal asks for
+        # it, leave with a status that says so, and leave the whole process: in a sweep, Hydra
+        # would otherwise go on to the next job.
+        raise SystemExit(preemption.finish_stop()) from None
 
 
 if __name__ == "__main__":

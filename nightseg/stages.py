@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from nightseg import distributed
+from nightseg import distributed, preemption
 from nightseg.cache import StageCache
 from nightseg.config import (
     GENERATED_DATA_KEYS,
@@ -103,6 +103,7 @@ class Job:
             self.checkpoints[stage] = str(path)
         where = f" ({path})" if path is not None else ""
         log.info("stage %s: %s%s", stage, status, where)
+        preemption.check()  # a requeue signal during a Trainer's last step: stop between stages
 
 
 GAN_STAGES = ("translator", "teacher")
@@ -137,7 +138,7 @@ def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
     return pl.Trainer(
         max_epochs=max_epochs,
         logger=job.tracker.stage_logger(stage),
-        callbacks=[_ProgressBar(leave=True), *callbacks],
+        callbacks=[_ProgressBar(leave=True), preemption.StopOnRequeueSignal(), *callbacks],
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         default_root_dir=str(job.run_dir),
         enable_model_summary=False,
@@ -146,21 +147,31 @@ def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
 
 
 class _CheckpointOnSigterm(pl.Callback):
-    """SIGTERM (what Slurm and other schedulers send before preemption or at the time limit):
-    Lightning's handler stops training after the current step with SIGTERMException; this saves
-    that step as the stage's resume checkpoint, so the rerun loses nothing (run.main then exits
-    with EXIT_SIGTERM). Other exceptions keep the last periodic checkpoint: the state that
-    raised them (a NaN loss, a bug) is not one to resume from."""
+    """SIGTERM (what Slurm and other schedulers send before preemption or at the time limit), or
+    USR1/USR2 (the requeue signals, nightseg.preemption): Lightning stops training after the
+    current step with SIGTERMException; this saves that step as the stage's resume checkpoint, so
+    the rerun or requeued job loses nothing (run.main then exits 128 + the signal). Other
+    exceptions keep the last periodic checkpoint: the state that raised them (a NaN loss, a bug)
+    is not one to resume from. Nor is a stop before training started: the module is not restored
+    from the resume checkpoint yet, and saving it would overwrite that checkpoint."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, stage: str = ""):
         self.path = path
+        self.stage = stage
+        self.started = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = True
+        if trainer.global_step > 0:
+            log.info("stage %s: resumed at step %d", self.stage, trainer.global_step)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
-        if isinstance(exception, SIGTERMException):
+        if isinstance(exception, SIGTERMException) and self.started:
             trainer.save_checkpoint(self.path)
-            log.warning("SIGTERM: training stopped at step %d; resume checkpoint saved to %s",
-                        trainer.global_step, self.path)
+            sig = preemption.pending()
+            log.warning("%s: training stopped at step %d; resume checkpoint saved to %s",
+                        sig.name if sig else "SIGTERM", trainer.global_step, self.path)
 
 
 class _StopOnNonFiniteLoss(pl.Callback):
@@ -207,7 +218,8 @@ def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_
     ckpt = ModelCheckpoint(dirpath=work_dir, filename="last", save_top_k=1,
                            enable_version_counter=False, **cadence)
     trainer = make_trainer(job, stage_name, callbacks=[
-        _StopOnNonFiniteLoss(stage_name), ckpt, _CheckpointOnSigterm(work_dir / "last.ckpt")], **budget)
+        _StopOnNonFiniteLoss(stage_name), ckpt, _CheckpointOnSigterm(work_dir / "last.ckpt", stage_name)],
+        **budget)
     last = work_dir / "last.ckpt"
     if last.exists():
         log.info("stage %s: resuming from %s", stage_name, last)

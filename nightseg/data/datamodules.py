@@ -70,8 +70,10 @@ def init_worker(worker_id: int, rank: int = 0) -> None:
     cv2.setNumThreads(0)
     # A scheduler's SIGTERM reaches every process of the job. The main process stops training at
     # the next step and saves a resume checkpoint (stages._fit); a worker killed by it first
-    # would turn that into a DataLoader error instead. Workers end with the main process.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # would turn that into a DataLoader error instead. Workers end with the main process. The same
+    # for Slurm's requeue signals (nightseg.preemption), which end a process by default.
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
     info = torch.utils.data.get_worker_info()
     if os.environ.get("PL_SEED_WORKERS") == "1":
         from lightning_fabric.utilities.seed import pl_worker_init_function
