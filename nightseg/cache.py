@@ -61,24 +61,48 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _files(stage_dir: Path, artefact: Path) -> list[Path]:
-    files = sorted(p for p in artefact.rglob("*") if p.is_file()) if artefact.is_dir() else [artefact]
-    spec = stage_dir / "spec.json"
-    return files + ([spec] if spec.exists() else [])
+def _sizes(artefact: Path) -> dict[str, int]:
+    """Size of every file of a directory artefact by its path inside it ("" for a file artefact):
+    one scandir and one stat per file, so the 7000-image set is listed in a fraction of a second."""
+    out = {}
+    if artefact.is_dir():
+        stack = [(str(artefact), "")]
+        while stack:
+            where, rel = stack.pop()
+            with os.scandir(where) as entries:
+                for e in entries:
+                    name = f"{rel}/{e.name}" if rel else e.name
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append((e.path, name))
+                    elif e.is_file():
+                        out[name] = e.stat().st_size
+    elif artefact.is_file():
+        out[""] = artefact.stat().st_size
+    return out
+
+
+def _files(stage: Stage, artefact: Path) -> dict[str, int]:
+    """Sizes by published relative path: ``<artefact>[/<inside>]`` and ``spec.json``."""
+    files = {(f"{stage.artefact}/{rel}" if rel else stage.artefact): size
+             for rel, size in _sizes(artefact).items()}
+    spec = stage.dir / "spec.json"
+    if spec.is_file():
+        files["spec.json"] = spec.stat().st_size
+    return files
 
 
 def record_checksums(stage: Stage, artefact: Path) -> None:
     """Write ``checksums.json`` for ``artefact`` (the build's temporary path, about to be renamed
     to ``stage.path``), with paths relative to the stage directory as they will be published."""
     files = {}
-    for f in _files(stage.dir, artefact):
-        if f.parent == stage.dir:  # spec.json
-            rel = f.name
-        elif f == artefact:
-            rel = stage.artefact
+    for rel, size in sorted(_files(stage, artefact).items()):
+        if rel == "spec.json":
+            path = stage.dir / rel
+        elif rel == stage.artefact:
+            path = artefact
         else:
-            rel = str(Path(stage.artefact) / f.relative_to(artefact))
-        files[rel] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+            path = artefact / rel[len(stage.artefact) + 1:]
+        files[rel] = {"size": size, "sha256": _sha256(path)}
     write_json(stage.dir / CHECKSUMS, {"artefact": stage.artefact, "files": files})
 
 
@@ -97,22 +121,20 @@ def verify_stage(stage: Stage) -> str | None:
         return None
     except (ValueError, KeyError, TypeError) as e:
         return f"{record} is unreadable ({e.__class__.__name__})"
-    recorded = {stage.dir / rel: meta for rel, meta in files.items()}
-    present = set(_files(stage.dir, stage.path))
-    for path in sorted(present - set(recorded)):
-        return f"{path} was not there at publication"
-    for path, meta in recorded.items():
-        if not path.is_file():
-            return f"{path} is missing"
-        size = path.stat().st_size
-        if size != meta["size"]:
-            return f"{path} has {size} bytes, {meta['size']} at publication"
+    present = _files(stage, stage.path)
+    for rel in sorted(set(present) - set(files)):
+        return f"{stage.dir / rel} was not there at publication"
+    for rel, meta in files.items():
+        if rel not in present:
+            return f"{stage.dir / rel} is missing"
+        if present[rel] != meta["size"]:
+            return f"{stage.dir / rel} has {present[rel]} bytes, {meta['size']} at publication"
     memo = (str(stage.dir), record.stat().st_mtime_ns)
     if memo in _HASHED:
         return None
-    for path, meta in recorded.items():
-        if _sha256(path) != meta["sha256"]:
-            return f"{path} does not match its sha256 recorded at publication"
+    for rel, meta in files.items():
+        if _sha256(stage.dir / rel) != meta["sha256"]:
+            return f"{stage.dir / rel} does not match its sha256 recorded at publication"
     _HASHED.add(memo)
     return None
 

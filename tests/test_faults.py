@@ -253,3 +253,22 @@ def test_a_stage_resumed_from_its_epoch_checkpoint_trains_as_the_uninterrupted_o
                for m in (whole, resumed)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert resumed["results"] == whole["results"]
+
+
+def test_a_torn_resume_checkpoint_is_set_aside_and_the_stage_starts_over(tmp_path, caplog):
+    """A full disk (or a kill) while Lightning wrote last.ckpt left it torn: every rerun failed
+    loading it. Now it is named, moved aside, and the stage trains from its start."""
+    import torch
+
+    from nightseg.cache import resume_checkpoint
+
+    good, torn = tmp_path / "good" / "last.ckpt", tmp_path / "torn" / "last.ckpt"
+    for p in (good, torn):
+        p.parent.mkdir()
+    torch.save({"epoch": 1}, good)
+    torn.write_bytes(good.read_bytes()[:40])
+    assert resume_checkpoint(good) == good and resume_checkpoint(tmp_path / "none.ckpt") is None
+    with caplog.at_level(logging.WARNING, logger="nightseg.cache"):
+        assert resume_checkpoint(torn) is None
+    assert not torn.exists() and torn.with_name("last.ckpt.torn").exists()
+    assert str(torn) in caplog.text
