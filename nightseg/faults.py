@@ -196,6 +196,8 @@ class Trial:
     temps: int = 0
     ok: bool | None = None  # the case's own criterion (detected, exit status, built once...)
     note: str = ""
+    landed: bool | None = None  # kill / SIGTERM cases: the signal reached the run inside the window
+    attempts: int = 1  # runs it took (a run that ended before its kill time is run again)
 
 
 @dataclass
@@ -215,10 +217,13 @@ class CaseResult:
                "criterion": self.criterion,
                "criterion_met": sum(bool(x.ok) for x in t) if self.criterion else None,
                "wall_s": round(self.wall_s, 1), "skipped": self.skipped,
-               "notes": sorted({x.note for x in t if x.note})}
+               "notes": sorted({x.note for x in t if x.note}),
+               "landed": None if t and t[0].landed is None else sum(bool(x.landed) for x in t),
+               "attempts": sum(x.attempts for x in t),
+               "detail": [vars(x) for x in t]}
         row["survived"] = bool(t) and not self.skipped and all(
             x.finished and x.equal and not x.torn and not x.temps and not x.rebuilt
-            and (x.ok is None or x.ok) for x in t)
+            and (x.ok is None or x.ok) and (x.landed is None or x.landed) for x in t)
         return row
 
 
@@ -259,46 +264,55 @@ class Harness:
     # -- kill -9 / SIGTERM at a random time inside a stage's window --------------------------------
     def interrupt(self, case: str, stage: str, sig: int) -> list[Trial]:
         trials = []
-        start_event, end_event = WINDOWS[stage]
         for i in range(self.trials):
-            d = self.fresh(case, i)
-            run = Run(d / "cache", d / "run")
-            proc = start(run)
-            watch(run, proc, until=start_event)
-            delay = self.rng.uniform(0, self.windows[stage])
-            target = run.events.get(start_event, time.monotonic()) + delay
-            while proc.poll() is None and time.monotonic() < target:
-                time.sleep(0.002)
-            trial = Trial()
-            if proc.poll() is None:
-                os.killpg(proc.pid, sig)
-                watch(run, proc)
-            else:
-                finish(run, proc)
-                trial.note = "the run ended before the kill time"
-            landed = start_event in run.events and (end_event == "exit" or end_event not in run.events
-                                                     or run.events[end_event] >= target)
-            if not landed:
-                trial.note = trial.note or f"the kill landed outside the {stage} window"
-            torn, _ = damage(run.cache)
-            trial.torn = len(torn)
-            if sig == signal.SIGTERM:
-                ckpts = list((run.cache / "stages").glob("*/*/work/last.ckpt"))
-                # 143: run.main's status after SIGTERM; -15: ended by the signal itself (outside
-                # training, before Lightning's handler), which a shell reports as 143 as well.
-                trial.ok = run.returncode in (143, -signal.SIGTERM) and (
-                    stage not in ("translator", "segmenter") or bool(ckpts))
-                if not trial.ok:
-                    trial.note = f"exit {run.returncode}, resume checkpoints {len(ckpts)}"
-            before = published(run.cache)
-            rerun = complete(Run(run.cache, d / "rerun"))
-            if sig == signal.SIGTERM and stage in ("translator", "segmenter") and trial.ok:
-                trial.ok = "resuming from" in (rerun.run_dir / "run.log").read_text(errors="replace")
-                if not trial.ok:
-                    trial.note = "the rerun did not resume from the checkpoint"
-            self.check_rerun(trial, rerun, before)
+            for attempt in range(1, 4):  # a run that ends before its kill time is not a trial
+                trial = self._interrupt_once(case, i, stage, sig)
+                trial.attempts = attempt
+                if trial.landed:
+                    break
             trials.append(trial)
         return trials
+
+    def _interrupt_once(self, case: str, i: int, stage: str, sig: int) -> Trial:
+        start_event, end_event = WINDOWS[stage]
+        d = self.fresh(case, i)
+        run = Run(d / "cache", d / "run")
+        proc = start(run)
+        watch(run, proc, until=start_event)
+        delay = self.rng.uniform(0, self.windows[stage])
+        target = run.events.get(start_event, time.monotonic()) + delay
+        while proc.poll() is None and time.monotonic() < target:
+            time.sleep(0.002)
+        trial = Trial()
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            watch(run, proc)
+        else:
+            finish(run, proc)
+            trial.note = "the run ended before the kill time"
+        landed = start_event in run.events and trial.note == "" and (
+            end_event == "exit" or end_event not in run.events or run.events[end_event] >= target)
+        trial.landed = landed
+        if not landed:
+            trial.note = trial.note or f"the kill landed outside the {stage} window"
+        torn, _ = damage(run.cache)
+        trial.torn = len(torn)
+        if sig == signal.SIGTERM:
+            ckpts = list((run.cache / "stages").glob("*/*/work/last.ckpt"))
+            # 143: run.main's status after SIGTERM; -15: ended by the signal itself (outside
+            # training, before Lightning's handler), which a shell reports as 143 as well.
+            trial.ok = run.returncode in (143, -signal.SIGTERM) and (
+                stage not in ("translator", "segmenter") or bool(ckpts))
+            if not trial.ok:
+                trial.note = f"exit {run.returncode}, resume checkpoints {len(ckpts)}"
+        before = published(run.cache)
+        rerun = complete(Run(run.cache, d / "rerun"))
+        if sig == signal.SIGTERM and stage in ("translator", "segmenter") and trial.ok:
+            trial.ok = "resuming from" in (rerun.run_dir / "run.log").read_text(errors="replace")
+            if not trial.ok:
+                trial.note = "the rerun did not resume from the checkpoint"
+        self.check_rerun(trial, rerun, before)
+        return trial
 
     # -- several processes on one cache ------------------------------------------------------------
     def parallel(self, case: str, n: int, joblib: bool) -> list[Trial]:
@@ -559,6 +573,9 @@ def markdown(rows: list[dict]) -> str:
         notes = "; ".join(r["notes"])[:300]
         if r["skipped"]:
             notes = f"SKIPPED: {r['skipped']}"
+        if r.get("landed") is not None:
+            crit = (f"{r['landed']}/{r['trials']} signals inside the window ({r['attempts']} runs); "
+                    + crit).rstrip("; ")
         status = "" if r["survived"] else "**FAILS** "
         lines.append(f"| {status}{r['case']} | {r['trials']} | {r['finished']} | {r['metrics_equal']} | "
                      f"{r['rebuilt_complete']} | {r['torn']} / {r['temps_left']} | {crit} | {r['wall_s']} "
