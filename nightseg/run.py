@@ -97,8 +97,9 @@ def main(cfg: DictConfig) -> None:
         # Bad input or a diverged stage, not a bug: one line naming the key, file or stage and
         # the fix, no traceback.
         raise SystemExit(f"error: {e}") from None
-    except (OSError, RuntimeError) as e:
-        # A full disk or an unwritable cache or run directory: one line naming the path.
+    except Exception as e:  # noqa: BLE001  (re-raised unless it is a storage error)
+        # A full disk or an unwritable cache or run directory: one line naming the path (also
+        # when wrapped, e.g. in Hydra's InstantiationException from rendering the dataset).
         problem = storage_error(e, [cfg.paths.cache_dir, HydraConfig.get().runtime.output_dir])
         if problem is None:
             raise

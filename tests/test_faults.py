@@ -272,3 +272,29 @@ def test_a_torn_resume_checkpoint_is_set_aside_and_the_stage_starts_over(tmp_pat
         assert resume_checkpoint(torn) is None
     assert not torn.exists() and torn.with_name("last.ckpt.torn").exists()
     assert str(torn) in caplog.text
+
+
+def test_run_main_names_a_read_only_cache_also_behind_hydras_instantiation_error(tmp_path, monkeypatch):
+    """A read-only empty cache fails first where the synthetic dataset is rendered, inside
+    hydra.utils.instantiate, which wraps the OSError in its own exception (found by the matrix)."""
+    import runpy
+
+    from hydra.errors import InstantiationException
+
+    import nightseg.config
+
+    cache = tmp_path / "cache"
+
+    def read_only(cfg):
+        try:
+            raise OSError(errno.EROFS, "Read-only file system", str(cache / "synthetic"))
+        except OSError as e:
+            raise InstantiationException("Error in call to target 'build_catalog'") from e
+
+    monkeypatch.setattr(nightseg.config, "validate", read_only)
+    monkeypatch.setattr(sys, "argv", ["nightseg.run", "experiment=smoke", "logger=csv",
+                                      f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("nightseg.run", run_name="__main__", alter_sys=True)
+    assert str(exit_info.value.code).startswith(f"error: cannot write {cache / 'synthetic'} (Read-only file "
+                                                "system): make it writable")
