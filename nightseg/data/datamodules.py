@@ -171,7 +171,8 @@ class _DataModule(pl.LightningDataModule):
     _pending_transforms: list | None = None
 
     def state_dict(self) -> dict:
-        if self._train_data is None or self.num_workers:
+        # Under DDP only rank zero's state would be saved, and every rank would then crop alike.
+        if self._train_data is None or self.num_workers or self._rank()[0] > 1:
             return {}
         return {"transforms": [{"numpy": t.random_generator.bit_generator.state,
                                 "python": t.py_random.getstate()} for t in _pipelines(self._train_data)]}
