@@ -28,7 +28,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, R
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nightseg import distributed, preemption
-from nightseg.cache import StageCache
+from nightseg.cache import StageCache, resume_checkpoint
 from nightseg.config import (
     GENERATED_DATA_KEYS,
     SEGMENTER_DATA_KEYS,
@@ -49,6 +49,7 @@ from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
 from nightseg.hardware import uses_cuda
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
+from nightseg.resume import ResumeState
 from nightseg.tracking import Tracker
 from nightseg.utils import DataError, TrainingError, write_json
 from nightseg.visualize import save_png, to_uint8
@@ -218,12 +219,12 @@ def _fit(job: Job, stage_name: str, module: pl.LightningModule, datamodule, max_
     ckpt = ModelCheckpoint(dirpath=work_dir, filename="last", save_top_k=1,
                            enable_version_counter=False, **cadence)
     trainer = make_trainer(job, stage_name, callbacks=[
-        _StopOnNonFiniteLoss(stage_name), ckpt, _CheckpointOnSigterm(work_dir / "last.ckpt", stage_name)],
-        **budget)
-    last = work_dir / "last.ckpt"
-    if last.exists():
+        _StopOnNonFiniteLoss(stage_name), ResumeState(), ckpt,
+        _CheckpointOnSigterm(work_dir / "last.ckpt", stage_name)], **budget)
+    last = resume_checkpoint(work_dir / "last.ckpt")  # None if torn
+    if last is not None:
         log.info("stage %s: resuming from %s", stage_name, last)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last is not None else None)
     # The published artefact holds weights and hyperparameters only (no optimizer state).
     trainer.save_checkpoint(out, weights_only=True)
 

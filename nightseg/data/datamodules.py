@@ -55,8 +55,7 @@ def seed_transforms(dataset: Dataset, entropy: Sequence[int]) -> None:
     generator for all its transforms (albumentations' own ``seed=`` hands every transform the
     same seed, which ties a crop's position to its flip).
     """
-    sets = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
-    pipelines = [t for d in sets if hasattr(d, "transforms") for t in d.transforms()]
+    pipelines = _pipelines(dataset)
     for pipeline, seq in zip(pipelines, np.random.SeedSequence(list(entropy)).spawn(len(pipelines)),
                              strict=True):
         state = seq.generate_state(2, dtype=np.uint64)
@@ -165,6 +164,46 @@ class _DataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         return batch_to_float(batch)
 
+    # A resume checkpoint holds the augmentation generators of the main process (data.num_workers=0
+    # loads there), so the epoch after a resume crops and flips as the uninterrupted run did.
+    # Lightning saves state_dict() with every checkpoint and calls load_state_dict() before it
+    # builds the training loader, whose first batch it fetches before any epoch hook runs.
+    # (Workers' generators are seeded from torch's, which nightseg.resume restores.)
+    _train_data: Dataset | None = None
+    _pending_transforms: list | None = None
+
+    def state_dict(self) -> dict:
+        # Under DDP only rank zero's state would be saved, and every rank would then crop alike.
+        if self._train_data is None or self.num_workers or self._rank()[0] > 1:
+            return {}
+        return {"transforms": [{"numpy": t.random_generator.bit_generator.state,
+                                "python": t.py_random.getstate()} for t in _pipelines(self._train_data)]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending_transforms = state.get("transforms")
+
+    def _train_loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+        loader = make_loader(dataset, self.batch_size, self.num_workers, shuffle=True,
+                             rank=self._rank()[1], pin_memory=self._pin_memory(), **kwargs)
+        self._train_data, saved, self._pending_transforms = dataset, self._pending_transforms, None
+        pipelines = _pipelines(dataset)
+        if saved is not None and len(saved) == len(pipelines):
+            for t, state in zip(pipelines, saved, strict=True):
+                t.random_generator.bit_generator.state = state["numpy"]
+                t.py_random.setstate(_tuples(state["python"]))
+        return loader
+
+
+def _pipelines(dataset: Dataset) -> list:
+    """The albumentations pipelines of a dataset, in seed_transforms's order."""
+    sets = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
+    return [t for d in sets if hasattr(d, "transforms") for t in d.transforms()]
+
+
+def _tuples(obj):
+    """random.setstate wants back the tuples that a checkpoint round trip may have made lists."""
+    return tuple(_tuples(x) for x in obj) if isinstance(obj, list | tuple) else obj
+
 
 class SegmentationDataModule(_DataModule):
     """Labelled training sets (concatenated), named validation sets and named test sets.
@@ -201,8 +240,7 @@ class SegmentationDataModule(_DataModule):
     def train_dataloader(self) -> DataLoader:
         ds = ConcatDataset([self._dataset(s, train=True) for s in self.train_sets])
         drop_last = len(ds) > self.batch_size  # BatchNorm needs more than one sample
-        return make_loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=drop_last,
-                           rank=self._rank()[1], pin_memory=self._pin_memory())
+        return self._train_loader(ds, drop_last=drop_last)
 
     def _eval_loaders(self, sets: list[SampleSet]) -> list[DataLoader]:
         world, rank = self._rank()
@@ -245,5 +283,4 @@ class TranslationDataModule(_DataModule):
     def train_dataloader(self) -> DataLoader:
         ds = UnpairedDataset(self.day, self.night, self.day_transform, self.on_error,
                              night_transform=self.night_transform)
-        return make_loader(ds, self.batch_size, self.num_workers, shuffle=True, drop_last=True,
-                           rank=self._rank()[1], pin_memory=self._pin_memory())
+        return self._train_loader(ds, drop_last=True)

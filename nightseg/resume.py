@@ -1,0 +1,67 @@
+"""What a resume checkpoint must hold beyond Lightning's own state, so that a stage killed after a
+checkpoint and resumed trains exactly as the uninterrupted run would have (trainer.deterministic=
+true): the global random states (torch, numpy, Python: the sampler's shuffling of the next epoch,
+loader workers' seeds, the CycleGAN history pool's draws) and the CycleGAN history pools' images.
+Lightning restores weights, optimizers, schedulers and loop counters but none of these; without
+them the fault-injection matrix (python -m nightseg.faults) found a resumed translator's metrics
+differing from an uninterrupted run's. (The augmentation generators of the main process are the
+DataModules' state, nightseg.data.datamodules.)
+
+The random states go back when the checkpoint is loaded, before Lightning builds the training
+loader and draws the resumed epoch's order from them. (A resume in the middle of an epoch, from a
+step-budget checkpoint, still restarts that epoch's data order: Lightning does not restore a plain
+DataLoader's position.)
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+KEY = "nightseg_resume"
+
+
+def _pools(module: pl.LightningModule) -> dict:
+    return {name: pool for name, pool in vars(module).items() if name.startswith("pool_")
+            and hasattr(pool, "images")}
+
+
+class ResumeState(pl.Callback):
+    """Saves and restores the random and buffered state listed in the module docstring."""
+
+    def __init__(self):
+        self._pools: dict | None = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict) -> None:
+        np_state = np.random.get_state()
+        checkpoint[KEY] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "python": random.getstate(),
+            "pools": {name: [img.cpu() for img in pool.images] for name, pool in _pools(pl_module).items()},
+        }
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict) -> None:
+        state = checkpoint.get(KEY)
+        if state is None:
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+        random.setstate(_tuples(state["python"]))
+        self._pools = state["pools"]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        saved, self._pools = self._pools, None
+        for name, pool in _pools(pl_module).items() if saved is not None else ():
+            pool.images = [img.to(pl_module.device) for img in saved.get(name, [])]
+
+
+def _tuples(obj):
+    """random.setstate wants back the tuples that a checkpoint round trip may have made lists."""
+    return tuple(_tuples(x) for x in obj) if isinstance(obj, list | tuple) else obj
