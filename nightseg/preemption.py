@@ -121,6 +121,12 @@ class StopOnRequeueSignal(pl.Callback):
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _state.trainer = None
+        if trainer.received_sigterm and _state.pending is None:
+            # SIGTERM came while the Trainer was finishing its last step or loop: Lightning only
+            # acts on it inside its loops, so without this the job would go on to its next stage
+            # (found by nightseg.faults). Remember it; Job.record stops between stages (check()).
+            log.warning("SIGTERM: received as %s ended; stopping before the next stage", stage)
+            _state.pending = signal.SIGTERM
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:

@@ -292,3 +292,40 @@ def test_sigterm_stops_without_requeue(preemption, tmp_path, monkeypatch):
     preemption.install()
     assert preemption.finish_stop() == 143  # what scancel and a preemption send: stop, no requeue
     assert not calls.exists()
+
+
+def test_sigterm_as_a_trainer_ends_stops_before_the_next_stage(preemption, tmp_path):
+    """SIGTERM after a Trainer's loops (here in on_train_end): Lightning sets its flag but no loop
+    acts on it any more; the job must still stop between stages, with 143, instead of going on."""
+    import os
+
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    class Tiny(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class TermAtEnd(pl.Callback):
+        def on_train_end(self, trainer, pl_module):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 2)), batch_size=2)
+    preemption.install()
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[preemption.StopOnRequeueSignal(), TermAtEnd()])
+    trainer.fit(Tiny(), data)  # finishes normally: the stage's artefact may be published
+    assert preemption.pending() == signal.SIGTERM
+    with pytest.raises(SIGTERMException):
+        preemption.check()  # Job.record, before the next stage
+    assert preemption.finish_stop() == 143
