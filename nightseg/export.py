@@ -345,12 +345,20 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     with tempfile.TemporaryDirectory(dir=out_path.parent) as work, atomic_path(out_path) as tmp:
         pre = Path(work) / "pre.onnx"  # shapes inferred, as onnxruntime recommends before quantizing
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        root = logging.getLogger()
+        level = root.level
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_static(str(pre), str(tmp), Reader(calibration, model.graph.input[0].name),
-                            quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=ops)
+            # onnxruntime.quantization logs on the root logger, once per batch-norm weight that it
+            # cannot quantize per channel (those stay per tensor): noise for the user.
+            root.setLevel(logging.ERROR)
+            try:
+                quantize_static(str(pre), str(tmp), Reader(calibration, model.graph.input[0].name),
+                                quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=ops)
+            finally:
+                root.setLevel(level)
     return out_path
 
 
