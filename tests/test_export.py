@@ -11,17 +11,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import SMALL_D
 from nightseg import export
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.nets.erf_pspnet import adaptive_avg_pool2d_exportable
 from nightseg.pipeline import SegmentationPipeline
 from nightseg.utils import ConfigError
+from tests.conftest import SMALL_D
 
-# Feature maps at 1/8 of these: 34x60 (bins 4, 8 do not divide it), 34x60 padded from 270 rows,
-# 60x34, 5x7 and 2x3 (fewer cells than bins).
-SIZES = [(272, 480), (270, 480), (480, 272), (36, 52), (12, 20)]
+# Small for speed, with the cases of 480x272 / 480x270 (34x60 maps): feature maps at 1/8 of
+# 12x19 (bins 8 and 4 do not divide it), 12x19 padded from 94 rows, 19x12, 5x7 (padded from 36
+# rows) and 2x3 (fewer cells than bins).
+SIZES = [(96, 152), (94, 150), (150, 94), (36, 52), (12, 20)]
 TINY_GENERATORS = {
     "resnet": {"_target_": "nightseg.nets.generator.ResnetGenerator", "ngf": 4, "n_blocks": 1},
     "light": {"_target_": "nightseg.nets.light_generator.LightGenerator", "ngf": 4, "n_blocks": 2,
