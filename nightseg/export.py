@@ -509,6 +509,13 @@ def main(argv: list[str] | None = None) -> dict:
         found = export_checkpoints(args.run, args.segmenter, args.translator, args.cache_dir)
         segmenter = load_segmenter(found["segmenter"]) if "segmenter" in found else None
         translator = load_translator(found["translator"]) if "translator" in found else None
+        graphs = list(args.graphs)
+        if args.run is not None and "night2day_pipeline" in graphs and json.loads(
+                (args.run / "metrics.json").read_text()).get("strategy", "").startswith("augment"):
+            # An augment run's translator made its training images; its segmenter was scored raw.
+            graphs.remove("night2day_pipeline")
+            print(f"{args.run} is an augment run: no night2day_pipeline graph (its segmenter is "
+                  "scored on raw images); the translator's generators are exported alone", file=sys.stderr)
         calibration = None
         if args.int8:
             overrides = list(args.overrides)
@@ -523,7 +530,7 @@ def main(argv: list[str] | None = None) -> dict:
             def calibration(graph: str, count: int):
                 return calibration_images(calibration_sets(catalog, graph), count, resize)
 
-        return export_models(args.out, segmenter, translator, args.graphs, args.sizes, args.int8,
+        return export_models(args.out, segmenter, translator, graphs, args.sizes, args.int8,
                              calibration, args.calibration_images, found, threads=args.threads)
     except (ConfigError, DataError, ParityError) as e:
         print(f"error: {e}", file=sys.stderr)
