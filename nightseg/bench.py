@@ -2,6 +2,8 @@
 
     python -m nightseg.bench                      # 480x272, batch 1, all models, training steps
     python -m nightseg.bench --no-training --models segmenter pipeline_light --json out.json
+    python -m nightseg.bench --onnx --no-training --models segmenter pipeline_light   # + onnxruntime
+    python -m nightseg.bench --int8-cost --segmenter KEY --cache-dir DIR data=synthetic
 
 Models (all the project's real modules with untrained weights; speed does not depend on them):
 ``segmenter`` is SegmentationModule (ERF-PSPNet, 19 classes, its own normalisation);
@@ -12,9 +14,13 @@ is its translator alone (an identity segmenter) with the paper's generator
 the same with conf/model/translator/light.yaml (LightGenerator).
 The reference path is fp32, eager, NCHW (``channels_last=False``); the optimized path
 is autocast (bf16 on CPU; bf16 or fp16 on CUDA) with ``channels_last=True`` and, with
-``--compile``, torch.compile. Training steps time the modules' own ``training_step`` under a
-Lightning Trainer, fp32 NCHW vs bf16-mixed channels_last: the segmenter, the default config's
-CycleGAN (cyclegan_small) and the paper's (cyclegan). Results: experiments/bench/README.md.
+``--compile``, torch.compile. With ``--onnx`` each model is also exported (nightseg.export) and
+run by onnxruntime in fp32 and static int8 (nightseg.bench_onnx); ``--int8-cost`` scores a
+trained segmenter (behind a translator with ``--translator``) on a dataset's test sets in PyTorch,
+onnxruntime fp32 and int8, instead of the speed rows. Training steps time the modules' own
+``training_step`` under a Lightning Trainer, fp32 NCHW vs bf16-mixed channels_last: the
+segmenter, the default config's CycleGAN (cyclegan_small) and the paper's (cyclegan).
+Results: experiments/bench/README.md.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,9 +38,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
+from nightseg.bench_onnx import bench_onnx
 from nightseg.bench_timing import conv_peak_gflops, count_macs, n_params, time_calls, time_training_steps
 from nightseg.pipeline import SegmentationPipeline
-from nightseg.utils import write_json
+from nightseg.utils import ConfigError, DataError, write_json
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MODELS = ("segmenter", "translator_full", "translator_light", "pipeline_full", "pipeline_light")
@@ -106,16 +114,22 @@ def inference_params(model: nn.Module) -> int:
 
 # ---- measuring -------------------------------------------------------------------------------
 def bench_model(name: str, device: torch.device, hw: tuple[int, int], batch_size: int, runs: int,
-                warmup: int, peak_gflops: float, compile_optimized: bool = False) -> dict:
+                warmup: int, peak_gflops: float, compile_optimized: bool = False,
+                onnx: bool = False) -> dict:
     reference, optimized = model_pair(name, device, compile_optimized)
     image = torch.rand(batch_size, 3, *hw, device=device)
     macs = count_macs(reference, image[:1])
     ref_s = time_calls(reference, (image,), device, False, runs, warmup)
     opt_s = time_calls(optimized, (image,), device, True, runs, warmup)
     achieved = 2 * macs * batch_size / opt_s / 1e9
-    return {"gmacs": macs / 1e9, "params_m": inference_params(reference) / 1e6,
-            "reference_ms": ref_s * 1e3, "optimized_ms": opt_s * 1e3, "speedup": ref_s / opt_s,
-            "fps": batch_size / opt_s, "peak_fraction": achieved / peak_gflops}
+    row = {"gmacs": macs / 1e9, "params_m": inference_params(reference) / 1e6,
+           "reference_ms": ref_s * 1e3, "optimized_ms": opt_s * 1e3, "speedup": ref_s / opt_s,
+           "fps": batch_size / opt_s, "peak_fraction": achieved / peak_gflops}
+    if onnx:
+        with tempfile.TemporaryDirectory() as tmp:
+            row["onnxruntime"] = bench_onnx(reference.cpu(), image.cpu(), macs, peak_gflops, runs, warmup,
+                                            torch.get_num_threads(), Path(tmp))
+    return row
 
 
 def training_sample(name: str, hw: tuple[int, int], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -165,6 +179,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch.compile (inductor, freezing) the optimized inference path; "
                         "compiles once per model, 5-20 s each on 2 CPU cores")
     p.add_argument("--no-training", action="store_true", help="skip the training-step timings")
+    p.add_argument("--onnx", action="store_true",
+                   help="also export each model to ONNX and time it in onnxruntime, fp32 and "
+                        "static int8 (QDQ, per-channel), with --threads intra-op threads")
+    q = p.add_argument_group("int8 cost in mIoU (--int8-cost: instead of the speed rows)")
+    q.add_argument("--int8-cost", action="store_true",
+                   help="score a trained segmenter (behind --translator: the night2day pipeline) on "
+                        "the test sets of the data named by the overrides, in PyTorch fp32, "
+                        "onnxruntime fp32 and onnxruntime int8 calibrated on training images")
+    q.add_argument("--run", type=Path, help="a run directory naming the checkpoints (metrics.json)")
+    q.add_argument("--segmenter", help="segmenter checkpoint or stage-cache key")
+    q.add_argument("--translator", help="translator checkpoint or stage-cache key")
+    q.add_argument("--cache-dir", type=Path, help="paths.cache_dir holding the cache keys")
+    q.add_argument("--calibration-images", type=int, default=64)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="--int8-cost: Hydra overrides naming the data, e.g. data=camvid")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results here")
     args = p.parse_args(argv)
     for key in ("height", "width", "batch_size", "runs", "train_runs"):
@@ -194,9 +223,27 @@ def warn_if_busy() -> None:
               file=sys.stderr)
 
 
+def run_int8_cost(args: argparse.Namespace) -> dict:
+    from nightseg import export
+    from nightseg.bench_onnx import int8_cost
+
+    found = export.export_checkpoints(args.run, args.segmenter, args.translator, args.cache_dir)
+    if "segmenter" not in found:
+        raise SystemExit("error: --int8-cost needs a segmenter (--segmenter or --run)")
+    segmenter = export.load_segmenter(found["segmenter"])
+    translator = export.load_translator(found["translator"]) if args.translator else None
+    catalog, resize = export.data_catalog(args.overrides)
+    rows = int8_cost(segmenter, translator, catalog, resize, args.calibration_images,
+                     args.threads or default_threads())
+    return {"int8_cost": {"data": catalog.name, "checkpoints": {k: str(v) for k, v in found.items()},
+                          "calibration_images": args.calibration_images, "rows": rows}}
+
+
 def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads or default_threads())
+    if args.int8_cost:
+        return run_int8_cost(args)
     if device.type == "cuda":
         # The reference is true fp32: no TF32 tensor-core shortcut (autocast paths are unaffected).
         torch.backends.cudnn.allow_tf32 = False
@@ -208,7 +255,7 @@ def run(args: argparse.Namespace) -> dict:
               "conv_peak_gflops": peak, "models": {}, "training": {}}
     for name in args.models:
         result["models"][name] = bench_model(name, device, hw, args.batch_size, args.runs,
-                                             args.warmup, peak, args.compile)
+                                             args.warmup, peak, args.compile, args.onnx)
     if not args.no_training:
         for name in TRAINING:
             batch = args.train_batch_size or TRAIN_BATCH[name]
@@ -221,6 +268,20 @@ def print_table(result: dict, args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
+    if not console.is_terminal:  # a log file: wide enough for the whole table
+        console = Console(width=120)
+    if "int8_cost" in result:
+        r = result["int8_cost"]
+        t = Table(title=f"int8 cost on {r['data']} (calibrated on {r['calibration_images']} training images)")
+        for col in ("test set", "condition", "PyTorch fp32", "ORT fp32", "ORT int8", "int8 cost"):
+            t.add_column(col, justify="left" if col in ("test set", "condition") else "right")
+        for row in r["rows"]:
+            t.add_row(row["test_set"], row["condition"], f"{row['miou_pytorch_fp32']:.2f}",
+                      f"{row['miou_onnxruntime_fp32']:.2f}", f"{row['miou_onnxruntime_int8']:.2f}",
+                      f"{row['int8_cost']:+.2f}")
+        console.print(t)
+        return
     h, w = result["resolution"]
     title = (f"{result['device']} {w}x{h} batch {args.batch_size}, {torch.get_num_threads()} threads; "
              f"conv peak {result['conv_peak_gflops']:.0f} GFLOP/s")
@@ -231,10 +292,19 @@ def print_table(result: dict, args: argparse.Namespace) -> None:
         t.add_row(name, f"{r['gmacs']:.2f}", f"{r['params_m']:.2f}", f"{r['reference_ms']:.1f}",
                   f"{r['optimized_ms']:.1f}", f"{r['speedup']:.2f}x", f"{r['fps']:.1f}",
                   f"{100 * r['peak_fraction']:.1f}")
-    console = Console()
-    if not console.is_terminal:  # a log file: wide enough for the whole table
-        console = Console(width=120)
     console.print(t)
+    onnx_rows = {n: r["onnxruntime"] for n, r in result["models"].items() if "onnxruntime" in r}
+    if onnx_rows:
+        t = Table(title=f"onnxruntime {w}x{h} batch {args.batch_size}, {torch.get_num_threads()} "
+                        "intra-op threads (ms, fps, % of the same conv peak; speedup vs PyTorch optimized)")
+        for col in ("model", "runtime", "ms", "fps", "% peak", "vs optimized"):
+            t.add_column(col, justify="left" if col in ("model", "runtime") else "right", no_wrap=True)
+        for name, rows in onnx_rows.items():
+            for rt, r in rows.items():
+                t.add_row(name, f"onnxruntime {rt}", f"{r['ms']:.1f}", f"{r['fps']:.1f}",
+                          f"{100 * r['peak_fraction']:.1f}",
+                          f"{result['models'][name]['optimized_ms'] / r['ms']:.2f}x")
+        console.print(t)
     if result["training"]:
         t = Table(title="Training step (training_step + backward + optimizer steps)")
         for col in ("module", "fp32 NCHW ms", "optimized ms", "speedup"):
@@ -247,13 +317,19 @@ def print_table(result: dict, args: argparse.Namespace) -> None:
 def _rounded(x):
     if isinstance(x, dict):
         return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
     return round(x, 4) if isinstance(x, float) else x
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     warn_if_busy()
-    result = _rounded(run(args))
+    try:
+        result = _rounded(run(args))
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     print_table(result, args)
     if args.json is not None:
         write_json(args.json, result)  # never a half-written results file

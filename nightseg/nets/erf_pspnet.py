@@ -71,6 +71,33 @@ class ERFNetEncoder(nn.Module):
         return self.layers(x)
 
 
+def _bin_weights(size, bins: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(bins, size) averaging weights of PyTorch's adaptive pooling along one axis: bin i covers
+    rows floor(i * size / bins) .. ceil((i + 1) * size / bins) - 1, so bins overlap where they do
+    not divide the size (34 rows in 8 bins: 0-4, 4-8, 8-13, ...)."""
+    i = torch.arange(bins, device=device)
+    start = torch.div(i * size, bins, rounding_mode="floor")
+    end = torch.div((i + 1) * size + bins - 1, bins, rounding_mode="floor")
+    pos = torch.arange(size, device=device)
+    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])
+    return inside.to(dtype) / (end - start)[:, None].to(dtype)
+
+
+def adaptive_avg_pool2d_exportable(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, bins)`` as two matrix products with the bins' averaging weights.
+
+    The same bins as PyTorch's (equal up to float rounding), built from the input's size at run
+    time out of ops every ONNX exporter handles: the TorchScript exporter refuses
+    adaptive_avg_pool2d when the bins do not divide the map (the 34x60 map of a 480x272 frame),
+    and the dynamo exporter specialises its bins to the size it traced, so exported graphs with
+    a dynamic height and width pooled wrongly at other sizes.
+    """
+    h, w = x.shape[-2:]
+    rows = _bin_weights(h, bins, x.dtype, x.device)  # (bins, H)
+    cols = _bin_weights(w, bins, x.dtype, x.device)  # (bins, W)
+    return rows @ (x @ cols.transpose(0, 1))
+
+
 class PyramidPooling(nn.Module):
     """PSPNet's pyramid pooling: average-pool to each bin size, 1x1 conv, upsample, concatenate."""
 
@@ -90,8 +117,11 @@ class PyramidPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         outs = [x]
+        # Exporting (torch.onnx.export, torch.export): the pooling as exportable ops; eager and
+        # compiled runs keep PyTorch's kernel (faster, and bit-exact with training).
+        pool = adaptive_avg_pool2d_exportable if torch.compiler.is_exporting() else F.adaptive_avg_pool2d
         for bins, branch in zip(self.pool_bins, self.branches, strict=True):
-            y = branch(F.adaptive_avg_pool2d(x, bins))
+            y = branch(pool(x, bins))
             outs.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
         return torch.cat(outs, dim=1)
 
@@ -131,7 +161,8 @@ class ERFPSPNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.stride, (-w) % self.stride
-        if ph or pw:
+        # An exported graph has no Python branch on its input size: it always pads (by 0 or more).
+        if torch.compiler.is_exporting() or ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         y = self.head(self.ppm(self.encoder(x)))
         y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)

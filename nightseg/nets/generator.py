@@ -16,6 +16,10 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, 
     """Reflect-pad the bottom/right of ``x`` to a multiple of ``multiple``; return it and (h, w)."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
+    if torch.compiler.is_exporting():
+        # An exported graph cannot branch on its input size: it always reflect-pads (by 0 or
+        # more), which matches the eager path for every input of at least ``multiple`` pixels.
+        return F.pad(x, (0, pw, 0, ph), mode="reflect"), h, w
     if ph or pw:
         # Reflection needs pad < size; replicate for tiny inputs.
         mode = "reflect" if ph < h and pw < w else "replicate"
