@@ -230,8 +230,8 @@ def run_int8_cost(args: argparse.Namespace) -> dict:
     found = export.export_checkpoints(args.run, args.segmenter, args.translator, args.cache_dir)
     if "segmenter" not in found:
         raise SystemExit("error: --int8-cost needs a segmenter (--segmenter or --run)")
-    segmenter = export.load_segmenter(found["segmenter"])
-    translator = export.load_translator(found["translator"]) if args.translator else None
+    segmenter = export.load_segmenter(found["segmenter"], "--segmenter")
+    translator = export.load_translator(found["translator"], "--translator") if args.translator else None
     catalog, resize = export.data_catalog(args.overrides)
     rows = int8_cost(segmenter, translator, catalog, resize, args.calibration_images,
                      args.threads or default_threads())

@@ -66,7 +66,7 @@ def evaluate_models(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
 
     catalog = instantiate(cfg.data.catalog)
     check_catalog(cfg, catalog)
-    loaded = load_pipeline(models, cfg.runtime)
+    loaded = load_pipeline(models, cfg.runtime, cfg.paths.cache_dir)
     check_classes(loaded.classes, catalog, cfg.data.name, models.segmenter)
     with open_dict(cfg):  # metrics.json says what the models were trained with, where known
         cfg.seed = models.run.get("seed")

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from nightseg.models.cyclegan import Translator
-from nightseg.models.segmentation import SegmentationModule
 from nightseg.pipeline import SegmentationPipeline
+from nightseg.trained import load_segmenter, load_translator  # one loader, with its checks
 from nightseg.utils import ConfigError, DataError, atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -108,28 +108,6 @@ def _run_cwd(run_dir: Path) -> list[Path]:
         if cwd:
             return [Path(cwd)]
     return []
-
-
-def load_segmenter(path: Path) -> SegmentationModule:
-    try:
-        return SegmentationModule.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise ConfigError(f"{path}: not a nightseg segmenter checkpoint ({e}); give the "
-                          "segmenter's model.ckpt as --segmenter") from e
-
-
-def load_translator(path: Path) -> Translator:
-    """CycleGANModule or DistillationModule (LightGenerator students), told apart by their
-    hyperparameters (only CycleGAN has discriminators)."""
-    from nightseg.models.cyclegan import CycleGANModule
-    from nightseg.models.distill import DistillationModule
-
-    hp = torch.load(path, map_location="cpu", weights_only=False).get("hyper_parameters", {})
-    if "generator" not in hp:
-        raise ConfigError(f"{path}: not a nightseg translator checkpoint (no generator in its "
-                          "hyperparameters); give the translator's model.ckpt as --translator")
-    cls = CycleGANModule if "discriminator" in hp else DistillationModule
-    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
 
 
 # ---- the graphs ------------------------------------------------------------------------------
@@ -253,6 +231,60 @@ class OnnxPipeline(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.run(images)[0]
+
+
+class OnnxTranslator(nn.Module):
+    """An exported generator graph (``night2day.onnx`` or ``day2night.onnx``) run by onnxruntime
+    where a translator is expected: ``translate(images, direction)`` -> images in [0, 1], so
+    SegmentationPipeline (and its gate) runs it as it runs the PyTorch translator."""
+
+    def __init__(self, path: str | os.PathLike, direction: str, providers: Sequence[str] | None = None,
+                 threads: int | None = None):
+        super().__init__()
+        self.path, self.direction = Path(path), direction
+        if not self.path.is_file():
+            raise ConfigError(f"{self.path}: no such ONNX file; export one with python -m nightseg.export")
+        self.session = session(self.path, providers, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def translate(self, images: torch.Tensor, direction: str) -> torch.Tensor:
+        if direction != self.direction:
+            raise ValueError(f"{self.path} translates {self.direction}, not {direction}")
+        x = np.ascontiguousarray(images.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run(["translated"], {self.input_name: x})[0]).to(images.device)
+
+
+def runtime_graphs(segmenter_path: Path, segmenter: nn.Module, translator_path: Path | None = None,
+                   translator: Translator | None = None, cache_dir: str | os.PathLike = ".cache/nightseg"
+                   ) -> dict[str, Path]:
+    """``{"segmenter": .onnx, "night2day": .onnx (with a translator)}`` for ``runtime=onnxruntime``
+    of evaluate and predict: exported once per checkpoint content into the stage cache (kind
+    ``onnx``, keyed by the checkpoints' sha256 and the opset; locked, published whole, with
+    checksums like every stage) and parity-checked at :data:`PARITY_SIZES` on export."""
+    from nightseg.cache import StageCache
+
+    spec = {"opset": OPSET, "segmenter": _sha256(segmenter_path),
+            "translator": _sha256(translator_path) if translator_path is not None else None}
+    graphs = ["segmenter"] + (["night2day"] if translator is not None else [])
+
+    def build(stage, out: Path) -> None:
+        out.mkdir(parents=True)
+        sources = {"segmenter": segmenter_path, **({"translator": translator_path} if translator else {})}
+        export_models(out, segmenter, translator, graphs, sources=sources)
+
+    path, status = StageCache(Path(cache_dir) / "stages").obtain("onnx", spec, "graphs", build)
+    log.info("onnx graphs %s: %s", path, status)
+    return {g: path / f"{g}.onnx" for g in graphs}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # ---- parity ----------------------------------------------------------------------------------
@@ -507,8 +539,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     try:
         found = export_checkpoints(args.run, args.segmenter, args.translator, args.cache_dir)
-        segmenter = load_segmenter(found["segmenter"]) if "segmenter" in found else None
-        translator = load_translator(found["translator"]) if "translator" in found else None
+        segmenter = load_segmenter(found["segmenter"], "--segmenter") if "segmenter" in found else None
+        translator = load_translator(found["translator"], "--translator") if "translator" in found else None
         graphs = list(args.graphs)
         if args.run is not None and "night2day_pipeline" in graphs and json.loads(
                 (args.run / "metrics.json").read_text()).get("strategy", "").startswith("augment"):

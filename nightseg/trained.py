@@ -224,14 +224,16 @@ def check_runtime(runtime: str) -> None:
         raise ConfigError(f"runtime={runtime}: use {' or '.join(RUNTIMES)}")
 
 
-def load_pipeline(models: Models, runtime: str = "torch") -> Loaded:
+def load_pipeline(models: Models, runtime: str = "torch",
+                  cache_dir: str | Path = ".cache/nightseg") -> Loaded:
     """The one place a pipeline is made from trained models, for evaluate and predict alike.
 
     ``runtime=torch`` runs the checkpoints' own modules (on the device and precision the caller
-    chooses). ``runtime=onnxruntime`` is not part of this build (nightseg.export brings it): its
-    segmenter and night->day translator would take the torch modules' places below, with the
-    same classes, since everything downstream only calls ``segmenter(images)`` and
-    ``translator.translate(images, "night2day")``.
+    chooses). ``runtime=onnxruntime`` runs the same checkpoints exported to ONNX (segmenter and
+    night->day generator, exported and parity-checked once per checkpoint into ``cache_dir``'s
+    stage cache by nightseg.export) in onnxruntime, fp32, in the places of the torch modules:
+    everything downstream only calls ``segmenter(images)`` and
+    ``translator.translate(images, "night2day")``, the gate included.
     """
     check_runtime(runtime)
     segmenter = load_segmenter(models.segmenter)
@@ -240,9 +242,10 @@ def load_pipeline(models: Models, runtime: str = "torch") -> Loaded:
     hp = segmenter.hparams
     classes = Classes(list(hp.class_names), int(hp.ignore_index))
     if runtime == "onnxruntime":
-        # The plug for nightseg.export: replace `segmenter` by its onnxruntime module (images in
-        # [0, 1] -> logits) and, with a translator, `translator` by an object whose
-        # translate(images, "night2day") returns its onnxruntime generator's images in [0, 1].
-        raise ConfigError("runtime=onnxruntime is not available in this build (it needs "
-                          "nightseg.export); use runtime=torch")
+        from nightseg.export import OnnxPipeline, OnnxTranslator, runtime_graphs
+
+        graphs = runtime_graphs(models.segmenter, segmenter, models.translator, translator, cache_dir)
+        segmenter = OnnxPipeline(graphs["segmenter"])
+        if translator is not None:
+            translator = OnnxTranslator(graphs["night2day"], "night2day")
     return Loaded(SegmentationPipeline(segmenter, translator, gate).eval(), classes)

@@ -142,7 +142,7 @@ def test_mismatched_checkpoints_stop_with_one_line_naming_path_and_fix(tmp_path,
         load_segmenter(garbage)
 
 
-def test_load_pipeline_runs_the_checkpoints_and_onnxruntime_is_not_in_this_build(checkpoints):
+def test_load_pipeline_runs_the_checkpoints(checkpoints):
     models = Models(checkpoints["segmenter"], checkpoints["translator"], checkpoints["gate"])
     loaded = load_pipeline(models)
     assert loaded.pipeline.condition == "night2day_gated"
@@ -151,10 +151,44 @@ def test_load_pipeline_runs_the_checkpoints_and_onnxruntime_is_not_in_this_build
     x = torch.rand(1, 3, 40, 56)
     with torch.no_grad():
         assert torch.equal(loaded.pipeline.segmenter(x), ref(x))
-    with pytest.raises(ConfigError, match=r"^runtime=onnxruntime is not available in this build"):
-        load_pipeline(models, "onnxruntime")
     with pytest.raises(ConfigError, match=r"^runtime=tensorrt: use torch or onnxruntime$"):
         load_pipeline(models, "tensorrt")
+
+
+@pytest.mark.slow
+def test_onnxruntime_runs_the_same_pipeline_exported_once(tmp_path, checkpoints):
+    """runtime=onnxruntime: the checkpoints exported once into the stage cache (parity-checked),
+    then run by onnxruntime in the torch modules' places, the gate included; evaluate and predict
+    take it alike."""
+    from nightseg.export import OnnxPipeline, OnnxTranslator
+
+    cache = checkpoints["root"]  # the stage cache the predict call below names too
+    models = Models(checkpoints["segmenter"], checkpoints["translator"], checkpoints["gate"])
+    torch_pipe = load_pipeline(models).pipeline
+    ort = load_pipeline(models, "onnxruntime", cache)
+    assert isinstance(ort.pipeline.segmenter, OnnxPipeline)
+    assert isinstance(ort.pipeline.translator, OnnxTranslator)
+    assert ort.pipeline.condition == "night2day_gated" and ort.classes.names[0] == "road"
+    graphs = sorted((cache / "stages" / "onnx").glob("*/graphs/*.onnx"))
+    assert [g.name for g in graphs] == ["night2day.onnx", "segmenter.onnx"]
+    stamps = [g.stat().st_mtime_ns for g in graphs]
+    # A dark image (translated by the gate) and a bright one (kept), at a size whose 1/8 map the
+    # pyramid pooling bins do not divide.
+    x = torch.rand(2, 3, 72, 120) * 0.2
+    x[1] += 0.7
+    with torch.no_grad():
+        inputs, picked = ort.pipeline.translate(x)
+        ref_inputs, ref_picked = torch_pipe.translate(x)
+        assert picked.tolist() == ref_picked.tolist() == [True, False]
+        assert (inputs - ref_inputs).abs().max() < 1e-3
+        agree = (ort.pipeline(x).argmax(1) == torch_pipe(x).argmax(1)).float().mean()
+    assert agree >= 0.999
+    load_pipeline(models, "onnxruntime", cache)  # exported once: reused, not rewritten
+    assert [g.stat().st_mtime_ns for g in graphs] == stamps
+
+    Image.fromarray(np.full((50, 70, 3), 20, np.uint8)).save(tmp_path / "dark.png")
+    res = _predict(tmp_path, checkpoints, tmp_path / "dark.png", "runtime=onnxruntime")
+    assert res["frames"] == 1 and (tmp_path / "out" / "night2day" / "dark.png").is_file()
 
 
 # ---- predict -----------------------------------------------------------------------------------
@@ -301,6 +335,17 @@ def test_evaluate_a_runs_models_gives_exactly_its_metrics(tmp_path, smoke_overri
         assert read_metrics(tmp_path / f"eval_{name}") == again
         assert set(again) == set(trained)  # the run's schema
         assert (tmp_path / f"eval_{name}" / "panels" / "synthetic_night_raw.png").is_file()
+
+    # runtime=onnxruntime (fp32) scores as the torch modules in fp32 do, up to float rounding.
+    fp32 = evaluate_models(compose_named("evaluate", smoke_overrides + [
+        f"models.run={tmp_path / 'gated'}", "trainer.precision=32-true", "num_panels=0"]), tmp_path / "e32")
+    ort = evaluate_models(compose_named("evaluate", smoke_overrides + [
+        f"models.run={tmp_path / 'gated'}", "runtime=onnxruntime", "num_panels=0"]), tmp_path / "eort")
+    assert [(r["test_set"], r["condition"]) for r in ort["results"]] == \
+        [(r["test_set"], r["condition"]) for r in fp32["results"]]
+    for a, b in zip(ort["results"], fp32["results"], strict=True):
+        assert abs(a["miou"] - b["miou"]) < 0.5 and abs(a["pixel_acc"] - b["pixel_acc"]) < 0.2, (a, b)
+    assert ort["gate"]["decisions"] == fp32["gate"]["decisions"]
 
     # By keys, without the translator, on a data config with one more test set.
     seg_key = Path(trained["checkpoints"]["segmenter"]).parent.name
