@@ -31,7 +31,7 @@ from nightseg.pipeline import SegmentationPipeline
 from nightseg.results import print_table, write_metrics
 from nightseg.stages import Job
 from nightseg.trained import Classes, check_runtime, load_pipeline, resolve
-from nightseg.utils import ConfigError, DataError
+from nightseg.utils import ConfigError, errors_as_one_line
 
 log = logging.getLogger("nightseg")
 
@@ -110,11 +110,8 @@ def evaluate_models(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    try:
+    with errors_as_one_line([cfg.paths.cache_dir, HydraConfig.get().runtime.output_dir]):
         evaluate_models(cfg)
-    except (ConfigError, DataError) as e:
-        # Bad input, not a bug: one line naming the key or file and the fix, no traceback.
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nightseg.hardware import native_bf16
 from nightseg.trained import Classes, check_runtime, load_pipeline, resolve
-from nightseg.utils import ConfigError, DataError, atomic_path
+from nightseg.utils import ConfigError, atomic_path, errors_as_one_line
 from nightseg.visualize import palette
 
 log = logging.getLogger("nightseg")
@@ -442,11 +442,8 @@ def _predict_video(item: Item, size, batch_size: int, run: Predictor, out_dir: P
 def main(cfg: DictConfig) -> None:
     if HydraConfig.initialized():
         log.info("outputs: %s", HydraConfig.get().runtime.output_dir)
-    try:
+    with errors_as_one_line([cfg.paths.cache_dir, cfg.output_dir]):
         predict(cfg)
-    except (ConfigError, DataError) as e:
-        # Bad input, not a bug: one line naming the key or file and the fix, no traceback.
-        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

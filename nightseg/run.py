@@ -29,7 +29,7 @@ from nightseg.hardware import resolve_trainer
 from nightseg.results import print_table
 from nightseg.stages import Job
 from nightseg.strategies import STRATEGIES
-from nightseg.utils import ConfigError, DataError, TrainingError, storage_error
+from nightseg.utils import ConfigError, errors_as_one_line
 
 log = logging.getLogger("nightseg")
 
@@ -92,18 +92,10 @@ EXIT_SIGTERM = 143
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
-        run(cfg)
-    except (ConfigError, DataError, TrainingError) as e:
-        # Bad input or a diverged stage, not a bug: one line naming the key, file or stage and
-        # the fix, no traceback.
-        raise SystemExit(f"error: {e}") from None
-    except Exception as e:  # noqa: BLE001  (re-raised unless it is a storage error)
-        # A full disk or an unwritable cache or run directory: one line naming the path (also
-        # when wrapped, e.g. in Hydra's InstantiationException from rendering the dataset).
-        problem = storage_error(e, [cfg.paths.cache_dir, HydraConfig.get().runtime.output_dir])
-        if problem is None:
-            raise
-        raise SystemExit(f"error: {problem}") from None
+        # A full disk or an unwritable cache or run directory is named too (also when wrapped,
+        # e.g. in Hydra's InstantiationException from rendering the dataset).
+        with errors_as_one_line([cfg.paths.cache_dir, HydraConfig.get().runtime.output_dir]):
+            run(cfg)
     except SIGTERMException:
         # Lightning raises it (a SystemExit with status 0) at the step after SIGTERM, USR1 or USR2;
         # the stage in training has saved its resume checkpoint. Requeue where the signal asks for

@@ -118,3 +118,20 @@ def _free_bytes(path: str | os.PathLike) -> int | None:
     except OSError:
         return None
     return st.f_bavail * st.f_frsize
+
+
+@contextmanager
+def errors_as_one_line(dirs: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """For the entry points (run, evaluate, predict): bad input, a diverged stage, a full disk or
+    an unwritable directory among ``dirs`` (where the command writes) leave with one line naming
+    the key, file, stage or path and the fix, no traceback; anything else is a bug and keeps its
+    traceback."""
+    try:
+        yield
+    except (ConfigError, DataError, TrainingError) as e:
+        raise SystemExit(f"error: {e}") from None
+    except Exception as e:  # re-raised unless it is a storage error
+        problem = storage_error(e, [d for d in dirs if d is not None])
+        if problem is None:
+            raise
+        raise SystemExit(f"error: {problem}") from None

@@ -298,3 +298,27 @@ def test_run_main_names_a_read_only_cache_also_behind_hydras_instantiation_error
         runpy.run_module("nightseg.run", run_name="__main__", alter_sys=True)
     assert str(exit_info.value.code).startswith(f"error: cannot write {cache / 'synthetic'} (Read-only file "
                                                 "system): make it writable")
+
+
+def test_every_entry_point_reports_storage_errors_and_bad_input_in_one_line(tmp_path):
+    """run, evaluate and predict share errors_as_one_line: a full disk (also wrapped) and bad input
+    become one line; anything else keeps its traceback."""
+    from nightseg.utils import ConfigError, errors_as_one_line
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(SystemExit, match=rf"^error: no space left on the device writing {out / 'x.png'}"):
+        with errors_as_one_line([None, out]):
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device", str(out / "x.png"))
+            except OSError as inner:
+                raise RuntimeError("writer failed") from inner
+    with pytest.raises(SystemExit, match=r"^error: models.segmenter=x: missing$"):
+        with errors_as_one_line([out]):
+            raise ConfigError("models.segmenter=x: missing")
+    with pytest.raises(ValueError, match="a bug"):
+        with errors_as_one_line([out]):
+            raise ValueError("a bug")
+    for module in ("run", "evaluate", "predict"):  # each entry point goes through it
+        source = (Path(__file__).parents[1] / "nightseg" / f"{module}.py").read_text()
+        assert "with errors_as_one_line(" in source, module
