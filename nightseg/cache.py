@@ -56,7 +56,7 @@ CHECKSUMS = "checksums.json"
 _HASHED: set[tuple[str, int]] = set()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -102,7 +102,7 @@ def record_checksums(stage: Stage, artefact: Path) -> None:
             path = artefact
         else:
             path = artefact / rel[len(stage.artefact) + 1:]
-        files[rel] = {"size": size, "sha256": _sha256(path)}
+        files[rel] = {"size": size, "sha256": file_sha256(path)}
     write_json(stage.dir / CHECKSUMS, {"artefact": stage.artefact, "files": files})
 
 
@@ -133,7 +133,7 @@ def verify_stage(stage: Stage) -> str | None:
     if memo in _HASHED:
         return None
     for rel, meta in files.items():
-        if _sha256(stage.dir / rel) != meta["sha256"]:
+        if file_sha256(stage.dir / rel) != meta["sha256"]:
             return f"{stage.dir / rel} does not match its sha256 recorded at publication"
     _HASHED.add(memo)
     return None

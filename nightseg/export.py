@@ -193,15 +193,10 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class OnnxPipeline(nn.Module):
-    """An exported segmenter or night2day pipeline graph run by onnxruntime, usable where the
-    PyTorch SegmentationPipeline is: ``forward(images)`` with images (N, 3, H, W) in [0, 1] ->
-    logits (N, C, H, W) as a float32 tensor on the images' device, and ``condition`` "raw" or
-    "night2day". :meth:`run` also returns the translated image (pipeline graphs).
-
-    No parameters: ``.to()``, ``.eval()`` and autocast leave it as it is; inputs are computed in
-    float32 on the CPU (or the session's providers, e.g. ``["CUDAExecutionProvider"]``).
-    """
+class _OnnxGraph(nn.Module):
+    """An exported graph in an onnxruntime session, images (N, 3, H, W) in [0, 1] in. No
+    parameters: ``.to()``, ``.eval()`` and autocast leave it as it is; inputs are computed in
+    float32 on the CPU (or the session's providers, e.g. ``["CUDAExecutionProvider"]``)."""
 
     def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
                  threads: int | None = None):
@@ -210,48 +205,58 @@ class OnnxPipeline(nn.Module):
         if not self.path.is_file():
             raise ConfigError(f"{self.path}: no such ONNX file; export one with python -m nightseg.export")
         self.session = session(self.path, providers, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every output of the graph for ``images``, on the images' device."""
+        x = np.ascontiguousarray(images.detach().float().cpu().numpy())
+        out = self.session.run(None, {self.input_name: x})
+        return {name: torch.from_numpy(v).to(images.device)
+                for name, v in zip(self.output_names, out, strict=True)}
+
+
+class OnnxPipeline(_OnnxGraph):
+    """An exported segmenter or night2day pipeline graph run by onnxruntime, usable where the
+    PyTorch SegmentationPipeline is: ``forward(images)`` with images (N, 3, H, W) in [0, 1] ->
+    logits (N, C, H, W) as a float32 tensor on the images' device, and ``condition`` "raw" or
+    "night2day". :meth:`run` also returns the translated image (pipeline graphs).
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None,
+                 threads: int | None = None):
+        super().__init__(path, providers, threads)
+        if "logits" not in self.output_names:
+            raise ConfigError(f"{self.path}: a graph without logits ({', '.join(self.output_names)}); "
+                              "give a segmenter.onnx or night2day_pipeline.onnx")
         meta = self.session.get_modelmeta().custom_metadata_map
-        outputs = [o.name for o in self.session.get_outputs()]
-        if "logits" not in outputs:
-            raise ConfigError(f"{self.path}: a graph without logits ({', '.join(outputs)}); give a "
-                              "segmenter.onnx or night2day_pipeline.onnx")
         self.condition = meta.get("nightseg.condition", "raw")
         self.class_names = json.loads(meta.get("nightseg.class_names", "[]")) or None
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = outputs
         self.gate, self.translator = None, None  # as SegmentationPipeline's attributes
 
     def run(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(logits, the night->day image the segmenter saw, or None for a segmenter graph)."""
-        x = np.ascontiguousarray(images.detach().float().cpu().numpy())
-        out = dict(zip(self.output_names, self.session.run(None, {self.input_name: x}), strict=True))
-        logits = torch.from_numpy(out["logits"]).to(images.device)
-        day = torch.from_numpy(out["day"]).to(images.device) if "day" in out else None
-        return logits, day
+        out = self._outputs(images)
+        return out["logits"], out.get("day")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.run(images)[0]
 
 
-class OnnxTranslator(nn.Module):
+class OnnxTranslator(_OnnxGraph):
     """An exported generator graph (``night2day.onnx`` or ``day2night.onnx``) run by onnxruntime
     where a translator is expected: ``translate(images, direction)`` -> images in [0, 1], so
     SegmentationPipeline (and its gate) runs it as it runs the PyTorch translator."""
 
     def __init__(self, path: str | os.PathLike, direction: str, providers: Sequence[str] | None = None,
                  threads: int | None = None):
-        super().__init__()
-        self.path, self.direction = Path(path), direction
-        if not self.path.is_file():
-            raise ConfigError(f"{self.path}: no such ONNX file; export one with python -m nightseg.export")
-        self.session = session(self.path, providers, threads)
-        self.input_name = self.session.get_inputs()[0].name
+        super().__init__(path, providers, threads)
+        self.direction = direction
 
     def translate(self, images: torch.Tensor, direction: str) -> torch.Tensor:
         if direction != self.direction:
             raise ValueError(f"{self.path} translates {self.direction}, not {direction}")
-        x = np.ascontiguousarray(images.detach().float().cpu().numpy())
-        return torch.from_numpy(self.session.run(["translated"], {self.input_name: x})[0]).to(images.device)
+        return self._outputs(images)["translated"]
 
 
 def runtime_graphs(segmenter_path: Path, segmenter: nn.Module, translator_path: Path | None = None,
@@ -261,10 +266,10 @@ def runtime_graphs(segmenter_path: Path, segmenter: nn.Module, translator_path: 
     of evaluate and predict: exported once per checkpoint content into the stage cache (kind
     ``onnx``, keyed by the checkpoints' sha256 and the opset; locked, published whole, with
     checksums like every stage) and parity-checked at :data:`PARITY_SIZES` on export."""
-    from nightseg.cache import StageCache
+    from nightseg.cache import StageCache, file_sha256
 
-    spec = {"opset": OPSET, "segmenter": _sha256(segmenter_path),
-            "translator": _sha256(translator_path) if translator_path is not None else None}
+    spec = {"opset": OPSET, "segmenter": file_sha256(segmenter_path),
+            "translator": file_sha256(translator_path) if translator_path is not None else None}
     graphs = ["segmenter"] + (["night2day"] if translator is not None else [])
 
     def build(stage, out: Path) -> None:
@@ -275,16 +280,6 @@ def runtime_graphs(segmenter_path: Path, segmenter: nn.Module, translator_path: 
     path, status = StageCache(Path(cache_dir) / "stages").obtain("onnx", spec, "graphs", build)
     log.info("onnx graphs %s: %s", path, status)
     return {g: path / f"{g}.onnx" for g in graphs}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---- parity ----------------------------------------------------------------------------------
