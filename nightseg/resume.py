@@ -1,16 +1,16 @@
 """What a resume checkpoint must hold beyond Lightning's own state, so that a stage killed after a
 checkpoint and resumed trains exactly as the uninterrupted run would have (trainer.deterministic=
-true): the global random states (torch, numpy, Python: the sampler's shuffling of the next epoch,
-loader workers' seeds, the CycleGAN history pool's draws) and the CycleGAN history pools' images.
+true): the global random states (torch, numpy, Python: dropout masks, the CycleGAN history pool's
+draws, Lightning's worker seeds) and the CycleGAN history pools' images.
 Lightning restores weights, optimizers, schedulers and loop counters but none of these; without
 them the fault-injection matrix (python -m nightseg.faults) found a resumed translator's metrics
-differing from an uninterrupted run's. (The augmentation generators of the main process are the
-DataModules' state, nightseg.data.datamodules.)
+differing from an uninterrupted run's.
 
 The random states go back when the checkpoint is loaded, before Lightning builds the training
-loader and draws the resumed epoch's order from them. (A resume in the middle of an epoch, from a
-step-budget checkpoint, still restarts that epoch's data order: Lightning does not restore a plain
-DataLoader's position.)
+loader. The data side is the DataModules' state (nightseg.data.datamodules): the training order's
+seed, its epoch and the batches of that epoch already trained on, so a resume in the middle of an
+epoch (a SIGTERM's checkpoint, a step-budget one) goes on with the next batch of the same order,
+each sample augmented from its own seed.
 """
 
 from __future__ import annotations

@@ -82,15 +82,37 @@ def evaluate(args) -> None:
         (Path(args.out) / f"results_{world}.json").write_text(json.dumps(results, indent=1))
 
 
+def resume(args) -> None:
+    """Training under DDP with a checkpoint at every step, stopped before step ``--stop-at`` or
+    resumed from ``--cache``/last.ckpt (tests/test_loaders.py's recorder): each rank writes the
+    batches it trained on."""
+    from nightseg.data.datamodules import SegmentationDataModule
+    from tests.test_loaders import coordinate_set, fit_recording
+
+    out = Path(args.out)
+    data = coordinate_set(out)
+
+    def dm(workers):
+        return SegmentationDataModule([data], batch_size=1, num_workers=workers, train_crop=[32, 32],
+                                      hflip=True)
+
+    stop_at = int(args.stop_at) if args.stop_at else None
+    module = fit_recording(dm, Path(args.cache), stop_at=stop_at, resume=args.job == "resume",
+                           strategy="ddp", devices=int(os.environ["WORLD_SIZE"]))
+    rank = int(os.environ["RANK"])
+    (out / f"seen_{args.job}_{rank}.json").write_text(json.dumps(module.seen))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["cache_race", "evaluate"])
+    p.add_argument("scenario", choices=["cache_race", "evaluate", "resume"])
     p.add_argument("--cache", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--job", default="a")
     p.add_argument("--other", default="b")
+    p.add_argument("--stop-at", default="")
     args = p.parse_args()
-    {"cache_race": cache_race, "evaluate": evaluate}[args.scenario](args)
+    {"cache_race": cache_race, "evaluate": evaluate, "resume": resume}[args.scenario](args)
 
 
 if __name__ == "__main__":

@@ -148,3 +148,24 @@ def test_ddp_scores_equal_one_process_exactly(tmp_path):
         ("synthetic_day_val", "raw"), ("synthetic_night", "raw"), ("synthetic_night", "night2day")]
     assert all("psnr" in r for r in one[1:])
     assert two == one
+
+
+def test_a_resume_mid_epoch_under_ddp_gives_every_rank_the_batches_it_would_have_had(tmp_path):
+    """Two ranks, 4 steps an epoch (8 samples, batch 1 each), 3 epochs: stopped before step 6 and
+    resumed from step 5's checkpoint, every rank trains on the crops it trained on in the run
+    that was never stopped, and the ranks train on different samples."""
+    def job(name: str, stop_at: str = "") -> tuple[list[str], dict]:
+        (tmp_path / name).mkdir()
+        checkpoints = tmp_path / ("whole" if name == "whole" else "stopped")
+        args = ["-m", "tests.dist_worker", "resume", "--cache", str(checkpoints),
+                "--out", str(tmp_path / name), "--job", name, "--stop-at", stop_at]
+        return torchrun(2, free_port(), *args), env()
+
+    check(run_all([job("whole"), job("stopped", "6")], TIMEOUT, tmp_path / "logs"))
+    check(run_all([job("resume")], TIMEOUT, tmp_path / "logs2"))
+    seen = {(name, rank): json.loads((tmp_path / name / f"seen_{name}_{rank}.json").read_text())
+            for name in ("whole", "stopped", "resume") for rank in (0, 1)}
+    for rank in (0, 1):
+        assert len(seen["whole", rank]) == 12 and len(seen["stopped", rank]) == 6
+        assert seen["stopped", rank] + seen["resume", rank] == seen["whole", rank]
+    assert [s[1] for s in seen["whole", 0][:4]] != [s[1] for s in seen["whole", 1][:4]]

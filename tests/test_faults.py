@@ -223,7 +223,7 @@ def test_a_stage_resumed_from_its_epoch_checkpoint_trains_as_the_uninterrupted_o
                                                                                  monkeypatch, stage):
     """Killed in its second epoch and resumed from the first epoch's checkpoint, a stage ends with
     the weights (and the job with the metrics) of the run that was never interrupted: the random
-    states, augmentation generators and GAN history pools come back with the checkpoint."""
+    states, the training order and the GAN history pools come back with the checkpoint."""
     import torch
 
     from nightseg.models.cyclegan import CycleGANModule

@@ -11,16 +11,20 @@ from nightseg.data.catalog import Sample, SampleSet
 from nightseg.data.datamodules import EvalSet, EvalShards, SegmentationDataModule, TranslationDataModule
 
 
-@pytest.fixture
-def coordinates(tmp_path):
+def coordinate_set(root) -> SampleSet:
     """8 samples of one image whose pixels encode their column, so a crop tells its offset and
     whether it was flipped."""
     cols = np.tile(np.arange(96, dtype=np.uint8), (64, 1))
-    image = tmp_path / "x.png"
+    image = root / "x.png"
     Image.fromarray(np.stack([cols, cols, cols], -1)).save(image)
-    label = tmp_path / "x_l.png"
+    label = root / "x_l.png"
     Image.fromarray(np.zeros((64, 96), np.uint8)).save(label)
     return SampleSet("s", [Sample(image, label)] * 8)
+
+
+@pytest.fixture
+def coordinates(tmp_path):
+    return coordinate_set(tmp_path)
 
 
 def _crops(make_loader, seed: int = 0, epochs: int = 1) -> list[tuple[int, int]]:
@@ -95,3 +99,106 @@ def test_eval_loaders_use_the_shards_under_ddp(coordinates):
     dm.trainer = None
     [loader] = dm.test_dataloader()
     assert [b["index"].tolist() for b in loader] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+class _Recorder(pl.LightningModule):
+    """Records what every training step was given: the epoch, the sample indices and each
+    image's crop (first and last column, see ``coordinates``); raises ``_Stop`` at step ``stop_at``."""
+
+    def __init__(self, stop_at: int | None = None):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list = []
+        self.stop_at = stop_at
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == self.stop_at:
+            raise _Stop
+        images = batch["image"] if "image" in batch else torch.cat([batch["day"], batch["night"]])
+        crops = [(round(float(x[0, 0, 0]) * 255), round(float(x[0, 0, -1]) * 255)) for x in images]
+        self.seen.append((self.current_epoch, batch.get("index", torch.empty(0)).tolist(), crops))
+        return self.w * images.mean() + (self.w - 1) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _Stop(RuntimeError):
+    pass
+
+
+def fit_recording(dm_factory, root, stop_at=None, resume=False, workers=0, **trainer_args) -> _Recorder:
+    """Fit a _Recorder on ``dm_factory(workers)`` for 3 epochs with a checkpoint at every step in
+    ``root``, from ``root/last.ckpt`` if ``resume``; stopped before step ``stop_at``."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    pl.seed_everything(0, workers=True)
+    module = _Recorder(stop_at)
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, deterministic=True,
+                         callbacks=[ModelCheckpoint(dirpath=root, filename="last", save_top_k=1,
+                                                    every_n_train_steps=1, enable_version_counter=False)],
+                         **trainer_args)
+    try:
+        trainer.fit(module, datamodule=dm_factory(workers),
+                    ckpt_path=str(root / "last.ckpt") if resume else None)
+    except _Stop:
+        pass
+    return module
+
+
+@pytest.mark.parametrize("module", ["segmentation", "translation"])
+@pytest.mark.parametrize("batch, stop_at", [(2, 1), (2, 3), (2, 4), (2, 6), (3, 2), (3, 5)])
+def test_a_resume_mid_epoch_goes_on_with_the_batches_the_uninterrupted_run_trained_on(
+        coordinates, tmp_path, module, batch, stop_at):
+    """8 samples: 4 batches of 2 an epoch, or 2 of 3 (and 2 samples dropped), for 3 epochs;
+    stopped before step ``stop_at`` and resumed from the checkpoint of the step before (stops 4
+    and 2: that checkpoint was written at an epoch's last batch): every later step gets the same
+    images, crops and flips as in the run that was never stopped, and the weights end equal."""
+    def dm(workers):
+        if module == "segmentation":
+            return SegmentationDataModule([coordinates], batch_size=batch, num_workers=workers,
+                                          train_crop=[32, 32], hflip=True)
+        return TranslationDataModule(coordinates, coordinates, batch_size=batch, num_workers=workers,
+                                     crop=[32, 32], hflip=True)
+
+    whole = fit_recording(dm, tmp_path / "a")
+    assert len(whole.seen) == 3 * (8 // batch)
+    first = fit_recording(dm, tmp_path / "b", stop_at=stop_at)
+    assert len(first.seen) == stop_at
+    rest = fit_recording(dm, tmp_path / "b", resume=True)
+    assert first.seen + rest.seen == whole.seen
+    assert torch.equal(rest.w, whole.w)
+
+
+def test_training_batches_do_not_depend_on_the_loader_workers(coordinates, tmp_path):
+    def dm(workers):
+        return SegmentationDataModule([coordinates], batch_size=2, num_workers=workers,
+                                      train_crop=[32, 32], hflip=True)
+
+    seen = fit_recording(dm, tmp_path / "a").seen
+    assert fit_recording(dm, tmp_path / "b", workers=2).seen == seen
+    assert len({c for _, _, crops in seen for c in crops}) > 4  # crops and flips do vary
+
+
+def test_the_resumable_sampler_deals_one_permutation_to_the_ranks_and_resumes_each():
+    """Two ranks (what Lightning keeps under DDP, the sampler being a DistributedSampler): the
+    shards together are one epoch's permutation, which changes with the epoch; each sample's
+    augmentation entropy names the seed, epoch and index; a resume after k samples of a shard
+    yields the rest of that shard."""
+    from nightseg.data.datamodules import ResumableSampler
+
+    ds = list(range(10))
+    shards = {}
+    for epoch in (0, 1):
+        for rank in (0, 1):
+            sampler = ResumableSampler(ds, seed=7, num_replicas=2, rank=rank)
+            sampler.set_epoch(epoch)
+            shards[epoch, rank] = list(sampler)
+            assert all(entropy == (7, epoch, i) for i, entropy in shards[epoch, rank])
+            sampler.resume_at(epoch, 3)
+            assert list(sampler) == shards[epoch, rank][3:]
+            assert list(sampler) == shards[epoch, rank]  # the skip is for one iteration only
+    for epoch in (0, 1):
+        assert sorted(i for rank in (0, 1) for i, _ in shards[epoch, rank]) == ds
+    assert shards[0, 0] != shards[1, 0]

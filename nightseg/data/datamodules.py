@@ -5,16 +5,21 @@ has paired other-domain images) for segmentation, ``day``/``night`` for translat
 send uint8; a model receives float images in [0, 1] and long masks, converted on its device, and
 normalizes its own input.
 
-Under DDP, Lightning shards the training sets (DistributedSampler). Evaluation sets are sharded
-here instead: Lightning's sampler would pad them with repeated images, which would then count
-twice in the scores (see :class:`EvalShards`).
+Training sets are ordered and sharded over the DDP ranks by :class:`ResumableSampler`, which also
+seeds every sample's augmentation, so a stage resumed in the middle of an epoch trains on exactly
+the batches the uninterrupted run did. Evaluation sets are sharded by :class:`EvalShards`:
+Lightning's sampler would pad them with repeated images, which would then count twice in the
+scores.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import random
 import signal
+import warnings
 from collections.abc import Sequence
 from functools import partial
 
@@ -23,11 +28,14 @@ import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from nightseg.data.catalog import SampleSet
 from nightseg.data.io import SegmentationDataset, UnpairedDataset, batch_to_float, collate_skipping
 from nightseg.hardware import uses_cuda
+
+log = logging.getLogger(__name__)
 
 
 def build_transform(resize: Sequence[int] | None = None, crop: Sequence[int] | None = None,
@@ -47,7 +55,9 @@ def build_transform(resize: Sequence[int] | None = None, crop: Sequence[int] | N
 
 
 def seed_transforms(dataset: Dataset, entropy: Sequence[int]) -> None:
-    """Give every albumentations pipeline in ``dataset`` a random state drawn from ``entropy``.
+    """Give every albumentations pipeline in ``dataset`` (and UnpairedDataset's night draw) a
+    random state drawn from ``entropy``: per sample in training (:class:`SeededSamples`), per
+    loader worker elsewhere.
 
     albumentations 2.x keeps a random state per pipeline, created once where the pipeline is built
     (the main process) and untouched by seed_everything: without this, every loader worker would
@@ -78,8 +88,9 @@ def init_worker(worker_id: int, rank: int = 0) -> None:
         from lightning_fabric.utilities.seed import pl_worker_init_function
 
         pl_worker_init_function(worker_id, rank)
-    # The worker seed is drawn from the main process's torch generator (reproducible after
-    # seed_everything) plus the worker id; the rank keeps ranks from cropping alike.
+    # The worker seed is drawn from the loader's generator (reproducible after seed_everything)
+    # plus the worker id; the rank keeps ranks from cropping alike. (Training samples are seeded
+    # one by one instead, SeededSamples.)
     seed_transforms(info.dataset, [info.seed, rank])
 
 
@@ -130,7 +141,8 @@ class EvalSet(Dataset):
 
 
 def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_last: bool = False,
-                sampler=None, rank: int = 0, pin_memory: bool = False) -> DataLoader:
+                sampler=None, rank: int = 0, pin_memory: bool = False,
+                generator: torch.Generator | None = None) -> DataLoader:
     """A DataLoader of nightseg batches (see collate_skipping) whose workers run init_worker."""
     if num_workers == 0:  # the main process loads: seed from its torch seed (seed_everything's)
         seed_transforms(dataset, [torch.initial_seed(), rank])
@@ -145,7 +157,66 @@ def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_
         collate_fn=collate_skipping,
         worker_init_fn=partial(init_worker, rank=rank) if num_workers > 0 else None,
         pin_memory=pin_memory,
+        generator=generator,
     )
+
+
+class ResumableSampler(DistributedSampler):
+    """The training order: epoch ``e`` is a permutation drawn from ``seed + e`` and dealt to the
+    ranks (DistributedSampler's order and padding; one rank alone gets the whole permutation), and
+    every index comes with the entropy of its augmentation, ``(seed, e, index)`` (see
+    :class:`SeededSamples`). So a training batch depends on the seed, the epoch and its position
+    only: not on the loader workers, nor on what was loaded before it. That makes a resume from
+    the middle of an epoch exact: the first iteration after :meth:`resume_at` leaves out the
+    batches the checkpoint had trained on and goes on with the very batches the uninterrupted run
+    saw next. (A plain DataLoader restarts the epoch with a new order; Lightning restores no
+    loader position.) Lightning calls ``set_epoch`` each epoch and, this being a
+    DistributedSampler, keeps it under DDP instead of wrapping it.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._skip = 0
+
+    def resume_at(self, epoch: int, samples_done: int) -> None:
+        """The next iteration is epoch ``epoch`` without its first ``samples_done`` samples."""
+        self.set_epoch(epoch)
+        self._skip = samples_done
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        epoch = self.epoch
+        for i in itertools.islice(super().__iter__(), skip, None):
+            yield i, (self.seed, epoch, i)
+
+
+class SeededSamples(Dataset):
+    """Item ``(index, entropy)`` of a ResumableSampler: sample ``index`` of ``dataset``, its
+    augmentation generators (every albumentations pipeline, UnpairedDataset's night draw) first
+    seeded from ``entropy`` (:func:`seed_transforms`). A plain index is the dataset's own item."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: int | tuple[int, Sequence[int]]):
+        if isinstance(item, int):
+            return self.dataset[item]
+        index, entropy = item
+        seed_transforms(self.dataset, entropy)
+        return self.dataset[index]
+
+    def transforms(self) -> list:
+        return _pipelines(self.dataset)
+
+
+# Lightning warns at every resume in the middle of an epoch that a loader without state_dict may
+# train on other batches than the uninterrupted run: nightseg's training loaders resume exactly
+# (the DataModule holds their state, ResumableSampler), so the warning would only mislead.
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch",
+                        category=PossibleUserWarning)
 
 
 class _DataModule(pl.LightningDataModule):
@@ -164,33 +235,62 @@ class _DataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         return batch_to_float(batch)
 
-    # A resume checkpoint holds the augmentation generators of the main process (data.num_workers=0
-    # loads there), so the epoch after a resume crops and flips as the uninterrupted run did.
-    # Lightning saves state_dict() with every checkpoint and calls load_state_dict() before it
-    # builds the training loader, whose first batch it fetches before any epoch hook runs.
-    # (Workers' generators are seeded from torch's, which nightseg.resume restores.)
-    _train_data: Dataset | None = None
-    _pending_transforms: list | None = None
+    # A resume checkpoint holds the training sampler's seed, epoch and the batches of that epoch
+    # trained on: Lightning saves state_dict() with every checkpoint and calls load_state_dict()
+    # before it asks for the training loader, whose first batch it fetches at once. With that the
+    # resumed stage goes on with the batch the uninterrupted run trained on next, augmented alike.
+    # Every rank holds the same state (one seed, broadcast from rank zero), so rank zero's, which
+    # is the one saved, serves them all.
+    _sampler: ResumableSampler | None = None
+    _pending: dict | None = None
 
     def state_dict(self) -> dict:
-        # Under DDP only rank zero's state would be saved, and every rank would then crop alike.
-        if self._train_data is None or self.num_workers or self._rank()[0] > 1:
+        if self._sampler is None:
             return {}
-        return {"transforms": [{"numpy": t.random_generator.bit_generator.state,
-                                "python": t.py_random.getstate()} for t in _pipelines(self._train_data)]}
+        return {"sampler": {"seed": self._sampler.seed, "epoch": self._sampler.epoch,
+                            "batches": self._fit_progress()[1]}}
+
+    def _fit_progress(self) -> tuple[int, int]:
+        """(the epoch Lightning trains or is about to, the batches of it whose training step ran:
+        by the time of every checkpoint, a periodic one at on_train_batch_end and a SIGTERM's
+        after the step alike); (0, 0) without a fitting Trainer."""
+        loop = getattr(self.trainer, "fit_loop", None)
+        if loop is None:
+            return 0, 0
+        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed
 
     def load_state_dict(self, state: dict) -> None:
-        self._pending_transforms = state.get("transforms")
+        self._pending = state.get("sampler")
 
     def _train_loader(self, dataset: Dataset, **kwargs) -> DataLoader:
-        loader = make_loader(dataset, self.batch_size, self.num_workers, shuffle=True,
-                             rank=self._rank()[1], pin_memory=self._pin_memory(), **kwargs)
-        self._train_data, saved, self._pending_transforms = dataset, self._pending_transforms, None
-        pipelines = _pipelines(dataset)
-        if saved is not None and len(saved) == len(pipelines):
-            for t, state in zip(pipelines, saved, strict=True):
-                t.random_generator.bit_generator.state = state["numpy"]
-                t.py_random.setstate(_tuples(state["python"]))
+        world, rank = self._rank()
+        saved, self._pending = self._pending, None
+        if saved is not None:
+            seed = int(saved["seed"])
+        else:
+            # Drawn like RandomSampler's seed (reproducible after seed_everything), rank zero's
+            # for all ranks: they must deal out one permutation.
+            seed = int(torch.empty((), dtype=torch.int64).random_().item()) % 2**62
+            if self.trainer is not None and world > 1:
+                seed = int(self.trainer.strategy.broadcast(seed, src=0))
+        sampler = ResumableSampler(dataset, seed, num_replicas=world, rank=rank)
+        # The loader's own generator: creating its iterator must not draw from the global one,
+        # which a resumed run restores at the checkpoint's step (nightseg.resume); an extra draw
+        # there would shift every later dropout mask and history-pool draw.
+        loader = make_loader(SeededSamples(dataset), self.batch_size, self.num_workers, shuffle=False,
+                             sampler=sampler, rank=rank, pin_memory=self._pin_memory(),
+                             generator=torch.Generator().manual_seed(seed), **kwargs)
+        # The epoch Lightning is about to train (it sets it on the sampler only after it has
+        # fetched the first batch): the restored loop's, after a resume. A checkpoint written at
+        # an epoch's last batch leaves nothing to skip: Lightning starts the next epoch afresh.
+        epoch = self._fit_progress()[0]
+        done = 0
+        if saved is not None and int(saved["epoch"]) == epoch and int(saved["batches"]) < len(loader):
+            done = int(saved["batches"]) * self.batch_size
+            log.info("training resumes in epoch %d after its first %d batches, in the same order", epoch,
+                     int(saved["batches"]))
+        sampler.resume_at(epoch, done)
+        self._sampler = sampler
         return loader
 
 
@@ -198,11 +298,6 @@ def _pipelines(dataset: Dataset) -> list:
     """The albumentations pipelines of a dataset, in seed_transforms's order."""
     sets = dataset.datasets if isinstance(dataset, ConcatDataset) else [dataset]
     return [t for d in sets if hasattr(d, "transforms") for t in d.transforms()]
-
-
-def _tuples(obj):
-    """random.setstate wants back the tuples that a checkpoint round trip may have made lists."""
-    return tuple(_tuples(x) for x in obj) if isinstance(obj, list | tuple) else obj
 
 
 class SegmentationDataModule(_DataModule):

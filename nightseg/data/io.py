@@ -230,9 +230,16 @@ class UnpairedDataset(Dataset):
         # The night images' own transform (another size), else the same as the day images'.
         self.night_transform = night_transform if night_transform is not None else transform
         self.on_error = on_error
+        # The night image's draw: seeded with the transforms (set_random_state), per sample in
+        # training (nightseg.data.datamodules.ResumableSampler), per worker otherwise.
+        self.py_random = random.Random(0)
 
     def __len__(self) -> int:
         return max(len(self.day), len(self.night))
+
+    def set_random_state(self, random_generator: np.random.Generator, py_random: random.Random) -> None:
+        """albumentations' seeding interface, so seed_transforms seeds the night draw as well."""
+        self.py_random = py_random
 
     def _load(self, samples: list[Sample], pick, transform: A.BasicTransform | None,
               name: str) -> tuple[torch.Tensor, int]:
@@ -249,17 +256,17 @@ class UnpairedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         day, bad_day = self._load(self.day, lambda k: i + k, self.transform, self.names[0])
-        # Python's random is reseeded per worker (nightseg.data.datamodules.init_worker).
-        r = random.randrange(len(self.night))
+        r = self.py_random.randrange(len(self.night))
         night, bad_night = self._load(self.night, lambda k: r + k, self.night_transform, self.names[1])
         out = {"day": day, "night": night}
         if bad_day + bad_night:
             out["skipped"] = bad_day + bad_night
         return out
 
-    def transforms(self) -> list[A.BaseCompose]:
-        return [t for t in {id(t): t for t in (self.transform, self.night_transform)}.values()
-                if isinstance(t, A.BaseCompose)]
+    def transforms(self) -> list:
+        """What seed_transforms seeds: the albumentations pipelines, then this dataset's draw."""
+        return [*(t for t in {id(t): t for t in (self.transform, self.night_transform)}.values()
+                  if isinstance(t, A.BaseCompose)), self]
 
 
 def collate_skipping(batch: list[dict | None]) -> dict:
