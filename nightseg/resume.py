@@ -1,7 +1,7 @@
 """What a resume checkpoint must hold beyond Lightning's own state, so that a stage killed after a
 checkpoint and resumed trains exactly as the uninterrupted run would have (trainer.deterministic=
 true): the global random states (torch, numpy, Python: dropout masks, the CycleGAN history pool's
-draws, Lightning's worker seeds) and the CycleGAN history pools' images.
+draws) and the CycleGAN history pools' images.
 Lightning restores weights, optimizers, schedulers and loop counters but none of these; without
 them the fault-injection matrix (python -m nightseg.faults) found a resumed translator's metrics
 differing from an uninterrupted run's.

@@ -148,13 +148,15 @@ def fit_recording(dm_factory, root, stop_at=None, resume=False, workers=0, **tra
 
 
 @pytest.mark.parametrize("module", ["segmentation", "translation"])
-@pytest.mark.parametrize("batch, stop_at", [(2, 1), (2, 3), (2, 4), (2, 6), (3, 2), (3, 5)])
+@pytest.mark.parametrize("batch, limit, stop_at", [(2, 1.0, 1), (2, 1.0, 3), (2, 1.0, 4), (2, 1.0, 6),
+                                                   (3, 1.0, 2), (3, 1.0, 5), (2, 3, 3), (2, 3, 5)])
 def test_a_resume_mid_epoch_goes_on_with_the_batches_the_uninterrupted_run_trained_on(
-        coordinates, tmp_path, module, batch, stop_at):
-    """8 samples: 4 batches of 2 an epoch, or 2 of 3 (and 2 samples dropped), for 3 epochs;
-    stopped before step ``stop_at`` and resumed from the checkpoint of the step before (stops 4
-    and 2: that checkpoint was written at an epoch's last batch): every later step gets the same
-    images, crops and flips as in the run that was never stopped, and the weights end equal."""
+        coordinates, tmp_path, module, batch, limit, stop_at):
+    """8 samples: 4 batches of 2 an epoch, or 2 of 3 (and 2 samples dropped), or the first 3 of 4
+    (trainer.limit_train_batches=3), for 3 epochs; stopped before step ``stop_at`` and resumed
+    from the checkpoint of the step before (stops 4, 2 and 3: that checkpoint was written at an
+    epoch's last batch): every later step gets the same images, crops and flips as in the run
+    that was never stopped, and the weights end equal."""
     def dm(workers):
         if module == "segmentation":
             return SegmentationDataModule([coordinates], batch_size=batch, num_workers=workers,
@@ -162,11 +164,11 @@ def test_a_resume_mid_epoch_goes_on_with_the_batches_the_uninterrupted_run_train
         return TranslationDataModule(coordinates, coordinates, batch_size=batch, num_workers=workers,
                                      crop=[32, 32], hflip=True)
 
-    whole = fit_recording(dm, tmp_path / "a")
-    assert len(whole.seen) == 3 * (8 // batch)
-    first = fit_recording(dm, tmp_path / "b", stop_at=stop_at)
+    whole = fit_recording(dm, tmp_path / "a", limit_train_batches=limit)
+    assert len(whole.seen) == 3 * (8 // batch if limit == 1.0 else limit)
+    first = fit_recording(dm, tmp_path / "b", stop_at=stop_at, limit_train_batches=limit)
     assert len(first.seen) == stop_at
-    rest = fit_recording(dm, tmp_path / "b", resume=True)
+    rest = fit_recording(dm, tmp_path / "b", resume=True, limit_train_batches=limit)
     assert first.seen + rest.seen == whole.seen
     assert torch.equal(rest.w, whole.w)
 

@@ -282,10 +282,13 @@ class _DataModule(pl.LightningDataModule):
                              generator=torch.Generator().manual_seed(seed), **kwargs)
         # The epoch Lightning is about to train (it sets it on the sampler only after it has
         # fetched the first batch): the restored loop's, after a resume. A checkpoint written at
-        # an epoch's last batch leaves nothing to skip: Lightning starts the next epoch afresh.
+        # an epoch's last batch (of trainer.limit_train_batches, if that is fewer) leaves nothing
+        # to skip: Lightning starts the next epoch afresh.
         epoch = self._fit_progress()[0]
+        limit = getattr(self.trainer, "limit_train_batches", None) or 1.0
+        per_epoch = min(len(loader), limit) if isinstance(limit, int) else int(len(loader) * limit)
         done = 0
-        if saved is not None and int(saved["epoch"]) == epoch and int(saved["batches"]) < len(loader):
+        if saved is not None and int(saved["epoch"]) == epoch and int(saved["batches"]) < per_epoch:
             done = int(saved["batches"]) * self.batch_size
             log.info("training resumes in epoch %d after its first %d batches, in the same order", epoch,
                      int(saved["batches"]))
