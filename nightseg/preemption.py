@@ -23,11 +23,18 @@ requeue the job once each. Lightning installs that handler only where the signal
 module holds USR1 and USR2 from the start of the job. Submitit's USR2 handler, which would requeue
 mid-step and exit without a checkpoint, is wrapped the same way.
 
-Under DDP every rank gets Slurm's signal and stops as on SIGTERM (Lightning checks each rank's request
-after every step, and broadcasts rank zero's at the start of the next); global rank zero alone requeues.
-
 SIGTERM keeps its meaning: stop, save, exit 143, no requeue. It is also what ``scancel`` sends, and a job
 preempted under ``PreemptMode=REQUEUE`` is requeued by Slurm itself.
+
+Under DDP the ranks must stop at the same step, or the first to stop leaves the others waiting in
+their next collective for ever. A signal reaches each rank at its own moment, so here a signal only
+records the request (:func:`pending`); the ranks agree on it after every training and evaluation
+batch (one all-reduce, :class:`StopOnRequeueSignal`) and between stages (:func:`check`), and only
+then is Lightning's stop flag set, on every rank at once. Lightning's own SIGTERM handler is replaced
+in every nightseg Trainer: it runs a ``broadcast`` from inside the signal handler (pytorch-lightning
+2.6), which pairs with whatever collective the other rank is in at that moment; with two gloo ranks
+and SIGTERM sent to both during segmenter training, both hung until torchrun killed them, with no
+resume checkpoint. Global rank zero alone requeues.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,50 +101,61 @@ def _on_signal(signum: int, frame: Any) -> None:
     _state.pending = sig
     if _state.trainer is not None:
         log.warning("%s: stopping after the current step to save it and requeue", sig.name)
-        _stop(_state.trainer)
     else:
         log.warning("%s: stopping now to requeue (no stage is training)", sig.name)
         raise SIGTERMException
 
 
-def _stop(trainer: pl.Trainer) -> None:
-    """Lightning's own stop request, as its SIGTERM handler makes it: checked after every step (and
-    broadcast from rank zero under DDP), it raises SIGTERMException there."""
-    trainer._signal_connector.received_sigterm = True
+def _on_sigterm(trainer: pl.Trainer, signum: int, frame: Any) -> None:
+    """In place of Lightning's SIGTERM handler while a Trainer runs: record the request (the batch
+    hooks of StopOnRequeueSignal act on it) and, as Lightning does, pass the signal on to the
+    processes its launcher started; no collective here."""
+    log.info("rank %d: received SIGTERM; stopping after the current step", trainer.global_rank)
+    if _state.pending is None:
+        _state.pending = signal.SIGTERM
+        if trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)
+
+
+def _agree_to_stop(trainer: pl.Trainer) -> None:
+    """Every rank at the same point of the same loop: if any rank was asked to stop, set Lightning's
+    stop flag on all of them, so that all raise SIGTERMException after this very batch (training:
+    after its step; evaluation: before the next batch) and save the same step."""
+    if trainer.strategy.reduce_boolean_decision(_state.pending is not None, all=False):
+        trainer._signal_connector.received_sigterm = True
 
 
 def check() -> None:
-    """Stop now if a requeue signal came while a Trainer was finishing its last step (Lightning then
-    completes it normally). Called between stages."""
-    if _state.pending is not None:
+    """Stop now if a signal came while a Trainer was finishing its last step (Lightning then
+    completes it normally), on this rank or any other. Called between stages, on every rank."""
+    if any(distributed.all_gather(_state.pending is not None)):
         raise SIGTERMException
 
 
 class StopOnRequeueSignal(pl.Callback):
-    """Tells the signal handler which Trainer is running, and repeats a stop request that came before
-    Lightning armed its signal handling (which clears the request) at the start of each loop."""
+    """In every nightseg Trainer: takes over SIGTERM from Lightning (:func:`_on_sigterm`), tells the
+    requeue signals' handler which Trainer runs, and lets the ranks agree on a stop request after
+    every batch and at the start of each loop (a request that came before Lightning armed its signal
+    handling, which clears its flag, included). A request that comes as the Trainer finishes its
+    last batch stays pending: Job.record stops the job before its next stage (check())."""
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _state.trainer = trainer
+        # Read when Lightning registers its handlers, after this hook and before the loops.
+        trainer._signal_connector._sigterm_notifier_fn = partial(_on_sigterm, trainer)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _state.trainer = None
-        if trainer.received_sigterm and _state.pending is None:
-            # SIGTERM came while the Trainer was finishing its last step or loop: Lightning only
-            # acts on it inside its loops, so without this the job would go on to its next stage
-            # (found by nightseg.faults). Remember it; Job.record stops between stages (check()).
-            log.warning("SIGTERM: received as %s ended; stopping before the next stage", stage)
-            _state.pending = signal.SIGTERM
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                      exception: BaseException) -> None:
         _state.trainer = None
 
-    def _rearm(self, trainer: pl.Trainer, *args: Any) -> None:
-        if _state.pending is not None:
-            _stop(trainer)
+    def _agree(self, trainer: pl.Trainer, *args: Any) -> None:
+        _agree_to_stop(trainer)
 
-    on_train_start = on_validation_start = on_test_start = on_predict_start = _rearm
+    on_train_start = on_validation_start = on_test_start = _agree
+    on_train_batch_end = on_validation_batch_end = on_test_batch_end = _agree
 
 
 def slurm_job_id() -> str | None:
