@@ -103,16 +103,57 @@ def resume(args) -> None:
     (out / f"seen_{args.job}_{rank}.json").write_text(json.dumps(module.seen))
 
 
+def sigterm(args) -> None:
+    """SIGTERM reaches each rank at its own moment (here rank 0 in step 2, rank 1 in step 4, both
+    sending it to themselves): nightseg's Trainers must stop every rank after the same step and
+    save it, where a rank stopping alone would leave the other waiting in a collective. Each rank
+    writes the step it stopped at and the step of the checkpoint."""
+    import signal
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from nightseg import preemption
+    from nightseg.data.datamodules import SegmentationDataModule
+    from nightseg.stages import _CheckpointOnSigterm
+    from tests.test_loaders import _Recorder, coordinate_set
+
+    class SignalledAtItsStep(_Recorder):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 2 + 2 * self.global_rank:
+                os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            return super().training_step(batch, batch_idx)
+
+    out = Path(args.out)
+    dm = SegmentationDataModule([coordinate_set(out)], batch_size=1, train_crop=[32, 32])
+    ckpt = Path(args.cache) / "last.ckpt"
+    preemption.install()
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", strategy="ddp",
+                         devices=int(os.environ["WORLD_SIZE"]), logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                         callbacks=[preemption.StopOnRequeueSignal(), _CheckpointOnSigterm(ckpt)])
+    try:
+        trainer.fit(SignalledAtItsStep(), datamodule=dm)
+        stopped = False
+    except SIGTERMException:
+        stopped = True
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] if ckpt.exists() else None
+    (out / f"sigterm_{trainer.global_rank}.json").write_text(json.dumps(
+        {"stopped": stopped, "step": trainer.global_step, "checkpoint_step": saved}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("scenario", choices=["cache_race", "evaluate", "resume"])
+    p.add_argument("scenario", choices=["cache_race", "evaluate", "resume", "sigterm"])
     p.add_argument("--cache", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--job", default="a")
     p.add_argument("--other", default="b")
     p.add_argument("--stop-at", default="")
     args = p.parse_args()
-    {"cache_race": cache_race, "evaluate": evaluate, "resume": resume}[args.scenario](args)
+    {"cache_race": cache_race, "evaluate": evaluate, "resume": resume,
+     "sigterm": sigterm}[args.scenario](args)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
+from nightseg.fault_runs import free_port
 from tests.conftest import compose_cfg, read_metrics
-from tests.dist_helpers import check, env, free_port, run_all, slurm_env, torchrun
+from tests.dist_helpers import check, env, run_all, slurm_env, torchrun
 
 pytestmark = [pytest.mark.slow, pytest.mark.distributed]
 
@@ -169,3 +170,16 @@ def test_a_resume_mid_epoch_under_ddp_gives_every_rank_the_batches_it_would_have
         assert len(seen["whole", rank]) == 12 and len(seen["stopped", rank]) == 6
         assert seen["stopped", rank] + seen["resume", rank] == seen["whole", rank]
     assert [s[1] for s in seen["whole", 0][:4]] != [s[1] for s in seen["whole", 1][:4]]
+
+
+def test_sigterm_reaching_the_ranks_at_different_steps_stops_both_after_the_same_step(tmp_path):
+    """Slurm signals every task, each at its own moment. Lightning 2.6's SIGTERM handler broadcasts
+    from inside the signal handler and each rank acts on its own flag: here both ranks hung until
+    killed. nightseg's Trainers agree after every batch: both stop after the step in which rank 0
+    got the signal, save it, and end with SIGTERMException within seconds."""
+    cmd = torchrun(2, free_port(), "-m", "tests.dist_worker", "sigterm", "--cache", str(tmp_path),
+                   "--out", str(tmp_path))
+    check(run_all([(cmd, env())], 60, tmp_path / "logs"))
+    ranks = [json.loads((tmp_path / f"sigterm_{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0] == ranks[1], ranks
+    assert ranks[0]["stopped"] and ranks[0]["step"] == ranks[0]["checkpoint_step"] == 3, ranks
