@@ -25,206 +25,35 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-BASE = ["experiment=smoke", "logger=csv", "trainer.deterministic=true", "strategy=augment", "night_count=8"]
-# Events of a run, in order: (name, test on the run log's text or the run directory).
-EVENTS: list[tuple[str, Callable[[str, Path], bool]]] = [
-    ("start_translator", lambda log, run: "building translator" in log),
-    ("end_translator", lambda log, run: "stage translator: trained" in log),
-    ("start_generate", lambda log, run: "building night_images" in log),
-    ("end_generate", lambda log, run: "stage generated_night: trained" in log),
-    ("start_segmenter", lambda log, run: "building segmenter" in log),
-    ("end_segmenter", lambda log, run: "stage segmenter: trained" in log),
-    ("start_report", lambda log, run: (run / "panels").exists()),
-]
-# A stage's window: from one event to the next ("exit": the process ended).
-WINDOWS = {"translator": ("start_translator", "end_translator"),
-           "generate": ("start_generate", "end_generate"),
-           "segmenter": ("start_segmenter", "end_segmenter"),
-           "evaluate": ("end_segmenter", "start_report"),
-           "report": ("start_report", "exit")}
-ARTEFACTS = ("model.ckpt", "images", "gate.json")
-RUN_TIMEOUT_S = 900
-
-
-# ---- running nightseg --------------------------------------------------------------------------
-@dataclass
-class Run:
-    """One nightseg process: its command, directories, exit status, events and output."""
-
-    cache: Path
-    run_dir: Path
-    extra: list[str] = field(default_factory=list)
-    returncode: int | None = None
-    events: dict[str, float] = field(default_factory=dict)
-    stderr: str = ""
-    started: float = 0.0
-
-    def command(self, python_prelude: str | None = None) -> list[str]:
-        flags = [a for a in self.extra if a.startswith("-")]  # Hydra's flags before the overrides
-        args = [*flags, *BASE, f"paths.cache_dir={self.cache}", f"hydra.run.dir={self.run_dir}",
-                *(a for a in self.extra if not a.startswith("-"))]
-        if python_prelude is None:
-            return [sys.executable, "-m", "nightseg.run", *args]
-        return [sys.executable, "-c", python_prelude, *args]
-
-    def metrics(self) -> dict | None:
-        path = self.run_dir / "metrics.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-
-
-def start(run: Run, prelude: str | None = None) -> subprocess.Popen:
-    run.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    run.started = time.monotonic()
-    err = open(run.run_dir.parent / f"{run.run_dir.name}.stderr", "w")  # noqa: SIM115
-    return subprocess.Popen(run.command(prelude), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=err, start_new_session=True)
-
-
-def watch(run: Run, proc: subprocess.Popen, until: str | None = None,
-          timeout: float = RUN_TIMEOUT_S) -> None:
-    """Record the run's events (monotonic times) until event ``until`` or the process's exit."""
-    log_path = run.run_dir / "run.log"
-    deadline = time.monotonic() + timeout
-    while True:
-        log = log_path.read_text(errors="replace") if log_path.exists() else ""
-        now = time.monotonic()
-        for name, test in EVENTS:
-            if name not in run.events and test(log, run.run_dir):
-                run.events[name] = now
-        if until is not None and until in run.events:
-            return
-        if proc.poll() is not None:
-            run.events.setdefault("exit", time.monotonic())
-            finish(run, proc)
-            return
-        if now > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            finish(run, proc)
-            run.stderr += "\n[faults] timed out"
-            return
-        time.sleep(0.005)
-
-
-def finish(run: Run, proc: subprocess.Popen, timeout: float = RUN_TIMEOUT_S) -> None:
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    run.events.setdefault("exit", time.monotonic())
-    run.returncode = proc.returncode
-    err = run.run_dir.parent / f"{run.run_dir.name}.stderr"
-    run.stderr = err.read_text(errors="replace") if err.exists() else ""
-
-
-def complete(run: Run, prelude: str | None = None) -> Run:
-    proc = start(run, prelude)
-    watch(run, proc)
-    return run
-
-
-# ---- checking a cache and metrics ----------------------------------------------------------------
-def comparable(metrics: dict | None, cache: Path) -> dict | None:
-    """metrics.json without wall-clock timings, checkpoint paths relative to the cache."""
-    if metrics is None:
-        return None
-    out = {k: v for k, v in metrics.items() if k not in ("timings_s", "stages")}
-    out["checkpoints"] = {k: os.path.relpath(v, cache) for k, v in metrics.get("checkpoints", {}).items()}
-    return out
-
-
-def published(cache: Path) -> dict[str, tuple[int, int]]:
-    """Every published artefact of the cache: path -> (inode, mtime_ns)."""
-    out = {}
-    for stage_dir in (cache / "stages").glob("*/*"):
-        if not stage_dir.is_dir() or ".corrupt-" in stage_dir.name:
-            continue
-        for name in ARTEFACTS:
-            p = stage_dir / name
-            if p.exists():
-                st = p.stat()
-                out[str(p)] = (st.st_ino, st.st_mtime_ns)
-    return out
-
-
-def damage(cache: Path) -> tuple[list[str], list[str]]:
-    """(torn published artefacts, temporaries of atomic writes) in the cache."""
-    import torch
-    from PIL import Image
-
-    torn = []
-    for path in published(cache):
-        p = Path(path)
-        try:
-            if p.name == "model.ckpt":
-                torch.load(p, map_location="cpu", weights_only=False)
-            elif p.name == "images":
-                for entry in json.loads((p / "manifest.json").read_text()):
-                    for key in ("image", "label"):
-                        with Image.open(p / entry[key]) as im:
-                            im.load()
-            else:
-                json.loads(p.read_text())
-        except Exception as e:  # noqa: BLE001  (any failure to read it is the finding)
-            torn.append(f"{p} ({e.__class__.__name__})")
-    temps = [str(p) for p in cache.rglob(".*.tmp")] if cache.exists() else []
-    return torn, temps
-
-
-@dataclass
-class Trial:
-    finished: bool = False
-    equal: bool = False
-    rebuilt: int = 0
-    torn: int = 0
-    temps: int = 0
-    ok: bool | None = None  # the case's own criterion (detected, exit status, built once...)
-    note: str = ""
-    landed: bool | None = None  # kill / SIGTERM cases: the signal reached the run inside the window
-    attempts: int = 1  # runs it took (a run that ended before its kill time is run again)
-
-
-@dataclass
-class CaseResult:
-    case: str
-    trials: list[Trial]
-    wall_s: float
-    criterion: str = ""
-    skipped: str = ""
-
-    def row(self) -> dict:
-        t = self.trials
-        row = {"case": self.case, "trials": len(t),
-               "finished": sum(x.finished for x in t), "metrics_equal": sum(x.equal for x in t),
-               "rebuilt_complete": sum(x.rebuilt for x in t), "torn": sum(x.torn for x in t),
-               "temps_left": sum(x.temps for x in t),
-               "criterion": self.criterion,
-               "criterion_met": sum(bool(x.ok) for x in t) if self.criterion else None,
-               "wall_s": round(self.wall_s, 1), "skipped": self.skipped,
-               "notes": sorted({x.note for x in t if x.note}),
-               "landed": None if t and t[0].landed is None else sum(bool(x.landed) for x in t),
-               "attempts": sum(x.attempts for x in t),
-               "detail": [vars(x) for x in t]}
-        row["survived"] = bool(t) and not self.skipped and all(
-            x.finished and x.equal and not x.torn and not x.temps and not x.rebuilt
-            and (x.ok is None or x.ok) and (x.landed is None or x.landed) for x in t)
-        return row
+from nightseg.fault_runs import (
+    BASE,
+    WINDOWS,
+    CaseResult,
+    Run,
+    Trial,
+    can_mount,
+    comparable,
+    complete,
+    damage,
+    du,
+    finish,
+    last_line,
+    markdown,
+    mount,
+    published,
+    signal_job,
+    start,
+    unmount_all,
+    watch,
+)
 
 
 # ---- the harness ----------------------------------------------------------------------------------
@@ -233,59 +62,73 @@ class Harness:
         self.work, self.rng, self.trials = work, random.Random(seed), trials
         self.ref: Run | None = None
         self.windows: dict[str, float] = {}
+        # The uninterrupted runs per number of DDP ranks: (run, stage windows, comparable metrics).
+        self.refs: dict[int, tuple[Run, dict[str, float], dict | None]] = {}
 
     def fresh(self, case: str, trial: int) -> Path:
         d = self.work / case / f"t{trial}"
         if d.exists():
-            _unmount_all(d)
+            unmount_all(d)
             shutil.rmtree(d)
         d.mkdir(parents=True)
         return d
 
-    def reference(self) -> None:
-        d = self.fresh("reference", 0)
-        self.ref = complete(Run(d / "cache", d / "run"))
-        if self.ref.returncode != 0:
-            raise SystemExit(f"the reference run failed:\n{self.ref.stderr[-3000:]}")
-        ev = self.ref.events
-        self.windows = {stage: max(0.0, ev[b] - ev[a]) for stage, (a, b) in WINDOWS.items()}
-        self.ref_metrics = comparable(self.ref.metrics(), self.ref.cache)
+    def reference(self, ranks: int = 1) -> tuple[Run, dict[str, float], dict | None]:
+        """The uninterrupted run on ``ranks`` processes (once), which trials are compared with."""
+        if ranks not in self.refs:
+            d = self.fresh("reference" if ranks == 1 else f"reference-ddp{ranks}", 0)
+            ref = complete(Run(d / "cache", d / "run", ranks=ranks))
+            if ref.returncode != 0:
+                raise SystemExit(f"the reference run failed:\n{ref.stderr[-3000:]}")
+            ev = ref.events
+            windows = {stage: max(0.0, ev[b] - ev[a]) for stage, (a, b) in WINDOWS.items()}
+            self.refs[ranks] = (ref, windows, comparable(ref.metrics(), ref.cache))
+            if ranks == 1:
+                self.ref, self.windows, self.ref_metrics = self.refs[1]
+            else:
+                print(f"reference run on {ranks} ranks: {ev['exit'] - ref.started:.1f} s; stage windows (s): "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in windows.items()), flush=True)
+        return self.refs[ranks]
 
     def check_rerun(self, trial: Trial, rerun: Run, before: dict[str, tuple[int, int]]) -> None:
         trial.finished = rerun.returncode == 0
-        trial.equal = comparable(rerun.metrics(), rerun.cache) == self.ref_metrics
+        trial.equal = comparable(rerun.metrics(), rerun.cache) == self.reference(rerun.ranks)[2]
         after = published(rerun.cache)
         trial.rebuilt = sum(after.get(p) != v for p, v in before.items())
         torn, temps = damage(rerun.cache)
         trial.torn, trial.temps = trial.torn + len(torn), len(temps)
         if not trial.finished and not trial.note:
-            trial.note = _last_line(rerun.stderr)
+            trial.note = last_line(rerun.stderr)
 
     # -- kill -9 / SIGTERM at a random time inside a stage's window --------------------------------
-    def interrupt(self, case: str, stage: str, sig: int) -> list[Trial]:
+    def interrupt(self, case: str, stage: str, sig: int, ranks: int = 1) -> list[Trial]:
         trials = []
         for i in range(self.trials):
             for attempt in range(1, 4):  # a run that ends before its kill time is not a trial
-                trial = self._interrupt_once(case, i, stage, sig)
+                trial = self._interrupt_once(case, i, stage, sig, ranks)
                 trial.attempts = attempt
                 if trial.landed:
                     break
             trials.append(trial)
         return trials
 
-    def _interrupt_once(self, case: str, i: int, stage: str, sig: int) -> Trial:
+    def _interrupt_once(self, case: str, i: int, stage: str, sig: int, ranks: int) -> Trial:
         start_event, end_event = WINDOWS[stage]
+        windows = self.reference(ranks)[1]
         d = self.fresh(case, i)
-        run = Run(d / "cache", d / "run")
+        run = Run(d / "cache", d / "run", ranks=ranks)
         proc = start(run)
         watch(run, proc, until=start_event)
-        delay = self.rng.uniform(0, self.windows[stage])
+        delay = self.rng.uniform(0, windows[stage])
         target = run.events.get(start_event, time.monotonic()) + delay
         while proc.poll() is None and time.monotonic() < target:
             time.sleep(0.002)
         trial = Trial()
         if proc.poll() is None:
-            os.killpg(proc.pid, sig)
+            if ranks > 1:
+                signal_job(proc, sig)  # every rank (and torchrun), as Slurm signals every task
+            else:
+                os.killpg(proc.pid, sig)
             watch(run, proc)
         else:
             finish(run, proc)
@@ -299,14 +142,24 @@ class Harness:
         trial.torn = len(torn)
         if sig == signal.SIGTERM:
             ckpts = list((run.cache / "stages").glob("*/*/work/last.ckpt"))
-            # 143: run.main's status after SIGTERM; -15: ended by the signal itself (outside
-            # training, before Lightning's handler), which a shell reports as 143 as well.
-            trial.ok = run.returncode in (143, -signal.SIGTERM) and (
-                stage not in ("translator", "segmenter") or bool(ckpts))
-            if not trial.ok:
-                trial.note = f"exit {run.returncode}, resume checkpoints {len(ckpts)}"
+            training = stage in ("translator", "segmenter")
+            if ranks == 1:
+                # 143: run.main's status after SIGTERM; -15: ended by the signal itself (outside
+                # training, before Lightning's handler), which a shell reports as 143 as well.
+                trial.ok = run.returncode in (143, -signal.SIGTERM) and (not training or bool(ckpts))
+                if not trial.ok:
+                    trial.note = f"exit {run.returncode}, resume checkpoints {len(ckpts)}"
+            else:
+                # torchrun exits 1 when signalled itself; each rank says how it stopped.
+                log = (run.run_dir / "run.log").read_text(errors="replace") if run.run_dir.exists() else ""
+                stops = run.stderr.count("stopped by SIGTERM")
+                steps = set(re.findall(r"training stopped at step (\d+)", log))
+                trial.ok = stops == ranks and bool(ckpts) and len(steps) == 1
+                if not trial.ok:
+                    trial.note = (f"{stops} of {ranks} ranks stopped by SIGTERM, at steps {sorted(steps)}, "
+                                  f"resume checkpoints {len(ckpts)}")
         before = published(run.cache)
-        rerun = complete(Run(run.cache, d / "rerun"))
+        rerun = complete(Run(run.cache, d / "rerun", ranks=ranks))
         if sig == signal.SIGTERM and stage in ("translator", "segmenter") and trial.ok:
             trial.ok = "resuming from" in (rerun.run_dir / "run.log").read_text(errors="replace")
             if not trial.ok:
@@ -343,7 +196,7 @@ class Harness:
             if not trial.ok:
                 trial.note = f"builds {builds}"
             if not trial.finished:
-                trial.note = _last_line(next(r.stderr for r in runs if r.returncode != 0))
+                trial.note = last_line(next(r.stderr for r in runs if r.returncode != 0))
             torn, temps = damage(cache)
             trial.torn, trial.temps = len(torn), len(temps)
             trials.append(trial)
@@ -374,17 +227,17 @@ class Harness:
     # -- a full disk, an unwritable cache ------------------------------------------------------------
     def storage(self, case: str, kind: str) -> list[Trial]:
         trials = []
-        need = _du(self.ref.cache) + _du(self.ref.run_dir)
+        need = du(self.ref.cache) + du(self.ref.run_dir)
         for i in range(self.trials):
             d = self.fresh(case, i)
             mnt = d / "mnt"
             mnt.mkdir()
             if kind == "full":
                 size = int(self.rng.uniform(0.05, 0.95) * need) // 4096 * 4096 + 4096
-                _mount(mnt, f"size={size}")
+                mount(mnt, f"size={size}")
                 run = complete(Run(mnt / "cache", mnt / "run"))
             else:
-                _mount(mnt, "size=64m")
+                mount(mnt, "size=64m")
                 # Unwritable from the start, or after some stages were published.
                 keep = self.rng.randint(0, 3)
                 if keep:
@@ -393,7 +246,7 @@ class Harness:
                         shutil.rmtree(mnt / "cache" / "stages" / kind_dir, ignore_errors=True)
                 else:
                     (mnt / "cache").mkdir()
-                _mount(mnt, "remount,ro")
+                mount(mnt, "remount,ro")
                 run = complete(Run(mnt / "cache", d / "run"))
             trial = Trial()
             err_lines = [ln for ln in run.stderr.splitlines() if ln.startswith("error: ")]
@@ -402,10 +255,10 @@ class Harness:
             if run.returncode == 0:
                 trial.ok, trial.note = True, "fitted (the tmpfs was large enough)"
             elif not trial.ok:
-                trial.note = _last_line(run.stderr)
+                trial.note = last_line(run.stderr)
             torn, _ = damage(run.cache)
             trial.torn = len(torn)
-            _mount(mnt, "remount,rw,size=256m")  # space freed / made writable
+            mount(mnt, "remount,rw,size=256m")  # space freed / made writable
             before = published(run.cache)
             rerun = complete(Run(run.cache, run.run_dir.with_name("rerun")))
             self.check_rerun(trial, rerun, before)
@@ -421,7 +274,7 @@ class Harness:
             step = self.rng.randint(1, 3)
             run = complete(Run(d / "cache", d / "run"), _nan_prelude(stage, step))
             trial = Trial()
-            line = _last_line(run.stderr)
+            line = last_line(run.stderr)
             published_stage = list((run.cache / "stages" / stage).glob("*/model.ckpt"))
             trial.ok = (run.returncode == 1 and line.startswith(f"error: stage {stage}: the training loss "
                                                                  "is not finite") and "by step" in line
@@ -506,38 +359,6 @@ def _stage_dir(path: Path) -> Path:
     return path
 
 
-def _du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _mount(mnt: Path, options: str) -> None:
-    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], check=True,
-                   capture_output=True)
-
-
-def _unmount_all(d: Path) -> None:
-    for line in Path("/proc/mounts").read_text().splitlines():
-        where = line.split()[1]
-        if where.startswith(str(d)):
-            subprocess.run(["umount", "-l", where], capture_output=True)
-
-
-def _can_mount(work: Path) -> str:
-    probe = work / "mount-probe"
-    probe.mkdir(parents=True, exist_ok=True)
-    try:
-        _mount(probe, "size=1m")
-    except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        return f"mount not permitted here ({e.__class__.__name__})"
-    subprocess.run(["umount", str(probe)], capture_output=True)
-    return ""
-
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else ""
-
-
 # ---- the matrix ----------------------------------------------------------------------------------
 def cases(h: Harness) -> dict[str, tuple[str, Callable[[], list[Trial]]]]:
     """name -> (what the case-specific criterion is, the trials)."""
@@ -547,6 +368,10 @@ def cases(h: Harness) -> dict[str, tuple[str, Callable[[], list[Trial]]]]:
     for stage in ("translator", "segmenter"):
         out[f"sigterm-{stage}"] = ("exit 143, resume checkpoint written, rerun resumed",
                                    lambda s=stage: h.interrupt(f"sigterm-{s}", s, signal.SIGTERM))
+    for stage in ("translator", "segmenter"):  # two gloo ranks under torchrun, both signalled
+        out[f"sigterm-ddp-{stage}"] = (
+            "both ranks stopped at one step (143 each), resume checkpoint written, rerun resumed",
+            lambda s=stage: h.interrupt(f"sigterm-ddp-{s}", s, signal.SIGTERM, ranks=2))
     for n in (2, 4):
         out[f"parallel-{n}"] = ("each stage built once",
                                 lambda n=n: h.parallel(f"parallel-{n}", n, joblib=False))
@@ -562,25 +387,6 @@ def cases(h: Harness) -> dict[str, tuple[str, Callable[[], list[Trial]]]]:
     out["nan-loss"] = ("stage, epoch and step named; nothing published", lambda: h.nan("nan-loss"))
     out["deterministic-twice"] = ("stages as the reference's", lambda: h.determinism("deterministic-twice"))
     return out
-
-
-def markdown(rows: list[dict]) -> str:
-    head = ("| case | trials | finished | metrics equal | rebuilt complete artefacts | torn / temporaries "
-            "left | case criterion | wall s | notes |")
-    lines = [head, "|" + "---|" * 9]
-    for r in rows:
-        crit = "" if not r["criterion"] else f"{r['criterion_met']}/{r['trials']} {r['criterion']}"
-        notes = "; ".join(r["notes"])[:300]
-        if r["skipped"]:
-            notes = f"SKIPPED: {r['skipped']}"
-        if r.get("landed") is not None:
-            crit = (f"{r['landed']}/{r['trials']} signals inside the window ({r['attempts']} runs); "
-                    + crit).rstrip("; ")
-        status = "" if r["survived"] else "**FAILS** "
-        lines.append(f"| {status}{r['case']} | {r['trials']} | {r['finished']} | {r['metrics_equal']} | "
-                     f"{r['rebuilt_complete']} | {r['torn']} / {r['temps_left']} | {crit} | {r['wall_s']} "
-                     f"| {notes} |")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -604,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [name for name in matrix if not wanted or any(name.startswith(w) for w in wanted)]
     if not chosen:
         raise SystemExit(f"error: --cases {args.cases} matches none of: {', '.join(matrix)}")
-    no_mount = _can_mount(work) if any(c in ("disk-full", "unwritable-cache") for c in chosen) else ""
+    no_mount = can_mount(work) if any(c in ("disk-full", "unwritable-cache") for c in chosen) else ""
     t0 = time.monotonic()
     h.reference()
     print(f"reference run: {time.monotonic() - t0:.1f} s; stage windows (s): "
@@ -622,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(result.row())
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
         doc = {"seed": args.seed, "trials": args.trials, "windows_s": h.windows,
+               "windows_ddp_s": {ranks: ref[1] for ranks, ref in h.refs.items() if ranks > 1},
                "command": " ".join(["python -m nightseg.run", *BASE]), "rows": rows,
                "wall_s": round(time.monotonic() - t0, 1)}
         (out / "faults.json").write_text(json.dumps(doc, indent=2) + "\n")

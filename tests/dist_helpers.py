@@ -1,25 +1,18 @@
-"""Starting distributed jobs from tests: free ports, torchrun and Slurm-like command lines, and
+"""Starting distributed jobs from tests: torchrun and Slurm-like command lines, and
 process groups that are killed (by id) when a job overruns its timeout instead of hanging the suite."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from nightseg.fault_runs import descendants
 from tests.conftest import REPO
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the OS picks it), so parallel runs do not clash."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -91,28 +84,12 @@ def run_all(jobs: list[tuple[list[str], dict[str, str]]], timeout: float, log_di
 def _kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL the job's launcher and every process it started, by id. (torchrun starts each rank
     in a session of its own, so killing the launcher's process group alone would orphan them.)"""
-    for pid in [proc.pid, *_descendants(proc.pid)]:
+    for pid in [proc.pid, *descendants(proc.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     proc.wait(10)
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
 
 
 def check(results: list[Finished]) -> None:
