@@ -29,7 +29,7 @@ preempted under ``PreemptMode=REQUEUE`` is requeued by Slurm itself.
 Under DDP the ranks must stop at the same step, or the first to stop leaves the others waiting in
 their next collective for ever. A signal reaches each rank at its own moment, so here a signal only
 records the request (:func:`pending`); the ranks agree on it after every training and evaluation
-batch (one all-reduce, :class:`StopOnRequeueSignal`) and between stages (:func:`check`), and only
+batch (one all-reduce, :class:`StopOnSignal`) and between stages (:func:`check`), and only
 then is Lightning's stop flag set, on every rank at once. Lightning's own SIGTERM handler is replaced
 in every nightseg Trainer: it runs a ``broadcast`` from inside the signal handler (pytorch-lightning
 2.6), which pairs with whatever collective the other rank is in at that moment; with two gloo ranks
@@ -108,7 +108,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 def _on_sigterm(trainer: pl.Trainer, signum: int, frame: Any) -> None:
     """In place of Lightning's SIGTERM handler while a Trainer runs: record the request (the batch
-    hooks of StopOnRequeueSignal act on it) and, as Lightning does, pass the signal on to the
+    hooks of StopOnSignal act on it) and, as Lightning does, pass the signal on to the
     processes its launcher started; no collective here."""
     log.info("rank %d: received SIGTERM; stopping after the current step", trainer.global_rank)
     if _state.pending is None:
@@ -132,7 +132,7 @@ def check() -> None:
         raise SIGTERMException
 
 
-class StopOnRequeueSignal(pl.Callback):
+class StopOnSignal(pl.Callback):
     """In every nightseg Trainer: takes over SIGTERM from Lightning (:func:`_on_sigterm`), tells the
     requeue signals' handler which Trainer runs, and lets the ranks agree on a stop request after
     every batch and at the start of each loop (a request that came before Lightning armed its signal

@@ -139,7 +139,7 @@ def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
     return pl.Trainer(
         max_epochs=max_epochs,
         logger=job.tracker.stage_logger(stage),
-        callbacks=[_ProgressBar(leave=True), preemption.StopOnRequeueSignal(), *callbacks],
+        callbacks=[_ProgressBar(leave=True), preemption.StopOnSignal(), *callbacks],
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         default_root_dir=str(job.run_dir),
         enable_model_summary=False,

@@ -132,7 +132,7 @@ def sigterm(args) -> None:
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", strategy="ddp",
                          devices=int(os.environ["WORLD_SIZE"]), logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
-                         callbacks=[preemption.StopOnRequeueSignal(), _CheckpointOnSigterm(ckpt)])
+                         callbacks=[preemption.StopOnSignal(), _CheckpointOnSigterm(ckpt)])
     try:
         trainer.fit(SignalledAtItsStep(), datamodule=dm)
         stopped = False

@@ -323,7 +323,7 @@ def test_sigterm_as_a_trainer_ends_stops_before_the_next_stage(preemption, tmp_p
     preemption.install()
     trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                         callbacks=[preemption.StopOnRequeueSignal(), TermAtEnd()])
+                         callbacks=[preemption.StopOnSignal(), TermAtEnd()])
     trainer.fit(Tiny(), data)  # finishes normally: the stage's artefact may be published
     assert preemption.pending() == signal.SIGTERM
     with pytest.raises(SIGTERMException):
