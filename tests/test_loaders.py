@@ -120,7 +120,12 @@ class _Recorder(pl.LightningModule):
         return self.w * images.mean() + (self.w - 1) ** 2
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+        # As SegmentationModule's poly schedule does: with an epoch budget this makes Lightning
+        # build the training loader before it restores the loops from a resume checkpoint.
+        total = self.trainer.estimated_stepping_batches
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / (total + 1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 class _Stop(RuntimeError):

@@ -247,17 +247,12 @@ class _DataModule(pl.LightningDataModule):
     def state_dict(self) -> dict:
         if self._sampler is None:
             return {}
-        return {"sampler": {"seed": self._sampler.seed, "epoch": self._sampler.epoch,
-                            "batches": self._fit_progress()[1]}}
-
-    def _fit_progress(self) -> tuple[int, int]:
-        """(the epoch Lightning trains or is about to, the batches of it whose training step ran:
-        by the time of every checkpoint, a periodic one at on_train_batch_end and a SIGTERM's
-        after the step alike); (0, 0) without a fitting Trainer."""
+        # The batches of the sampler's epoch whose training step ran, by the time of every
+        # checkpoint: a periodic one (on_train_batch_end), a SIGTERM's (after the step) and an
+        # epoch end's alike.
         loop = getattr(self.trainer, "fit_loop", None)
-        if loop is None:
-            return 0, 0
-        return loop.epoch_progress.current.processed, loop.epoch_loop.batch_progress.current.processed
+        done = loop.epoch_loop.batch_progress.current.processed if loop is not None else 0
+        return {"sampler": {"seed": self._sampler.seed, "epoch": self._sampler.epoch, "batches": done}}
 
     def load_state_dict(self, state: dict) -> None:
         self._pending = state.get("sampler")
@@ -280,18 +275,23 @@ class _DataModule(pl.LightningDataModule):
         loader = make_loader(SeededSamples(dataset), self.batch_size, self.num_workers, shuffle=False,
                              sampler=sampler, rank=rank, pin_memory=self._pin_memory(),
                              generator=torch.Generator().manual_seed(seed), **kwargs)
-        # The epoch Lightning is about to train (it sets it on the sampler only after it has
-        # fetched the first batch): the restored loop's, after a resume. A checkpoint written at
-        # an epoch's last batch (of trainer.limit_train_batches, if that is fewer) leaves nothing
-        # to skip: Lightning starts the next epoch afresh.
-        epoch = self._fit_progress()[0]
-        limit = getattr(self.trainer, "limit_train_batches", None) or 1.0
-        per_epoch = min(len(loader), limit) if isinstance(limit, int) else int(len(loader) * limit)
-        done = 0
-        if saved is not None and int(saved["epoch"]) == epoch and int(saved["batches"]) < per_epoch:
-            done = int(saved["batches"]) * self.batch_size
-            log.info("training resumes in epoch %d after its first %d batches, in the same order", epoch,
-                     int(saved["batches"]))
+        # Where training goes on, from the checkpoint alone: Lightning asks for this loader before
+        # it restores its loops when an epoch budget's schedule needs estimated_stepping_batches
+        # (SegmentationModule), and fetches the first batch at once. An epoch whose batches were
+        # all trained (of trainer.limit_train_batches, if fewer) is followed by the next one from
+        # its start; otherwise the epoch goes on after the batches done. (Lightning's own
+        # set_epoch comes after that first batch, with the same epoch.)
+        epoch, done = 0, 0
+        if saved is not None:
+            limit = getattr(self.trainer, "limit_train_batches", None) or 1.0
+            per_epoch = min(len(loader), limit) if isinstance(limit, int) else int(len(loader) * limit)
+            epoch, batches = int(saved["epoch"]), int(saved["batches"])
+            if batches >= per_epoch:
+                epoch += 1
+            elif batches:
+                done = batches * self.batch_size
+                log.info("training resumes in epoch %d after its first %d batches, in the same order",
+                         epoch, batches)
         sampler.resume_at(epoch, done)
         self._sampler = sampler
         return loader
