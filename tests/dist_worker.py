@@ -18,6 +18,16 @@ import torch
 import torch.distributed as dist
 
 
+def _end_process_group() -> None:
+    """Every rank done, then the group closed, before the interpreter exits: gloo's threads torn
+    down at exit, or one rank closing while another still finishes a collective, can end a
+    finished rank with SIGABRT ("terminate called without an active exception": seen once in CI,
+    in cache_race)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def cache_race(args) -> None:
     """Two jobs need one artefact at once: the one that builds it runs collectives in its build
     (as Trainer.fit does); the other must reuse it on every rank."""
@@ -45,7 +55,7 @@ def cache_race(args) -> None:
     dist.all_gather_object(seen, {"rank": rank, "status": status, "content": path.read_text()})
     if rank == 0:
         (shared / f"result_{args.job}.json").write_text(json.dumps(seen))
-    dist.destroy_process_group()
+    _end_process_group()
 
 
 def evaluate(args) -> None:
@@ -80,6 +90,7 @@ def evaluate(args) -> None:
                for ev in (raw, translated) for row in ev.rows]
     if distributed.is_rank_zero():
         (Path(args.out) / f"results_{world}.json").write_text(json.dumps(results, indent=1))
+    _end_process_group()
 
 
 def resume(args) -> None:
@@ -101,6 +112,7 @@ def resume(args) -> None:
                            strategy="ddp", devices=int(os.environ["WORLD_SIZE"]))
     rank = int(os.environ["RANK"])
     (out / f"seen_{args.job}_{rank}.json").write_text(json.dumps(module.seen))
+    _end_process_group()
 
 
 def sigterm(args) -> None:
@@ -141,6 +153,7 @@ def sigterm(args) -> None:
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] if ckpt.exists() else None
     (out / f"sigterm_{trainer.global_rank}.json").write_text(json.dumps(
         {"stopped": stopped, "step": trainer.global_step, "checkpoint_step": saved}))
+    _end_process_group()
 
 
 def main() -> None:
