@@ -100,7 +100,10 @@ def signal_job(proc: subprocess.Popen, sig: int) -> None:
     """``sig`` to every process of the job, as Slurm signals every task of a job step: the job's
     process group, and the processes below it in sessions of their own (torchrun's ranks)."""
     pids = descendants(proc.pid)
-    os.killpg(proc.pid, sig)
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:  # the job ended meanwhile
+        pass
     for pid in pids:
         try:
             os.kill(pid, sig)

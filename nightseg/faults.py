@@ -60,8 +60,6 @@ from nightseg.fault_runs import (
 class Harness:
     def __init__(self, work: Path, seed: int, trials: int):
         self.work, self.rng, self.trials = work, random.Random(seed), trials
-        self.ref: Run | None = None
-        self.windows: dict[str, float] = {}
         # The uninterrupted runs per number of DDP ranks: (run, stage windows, comparable metrics).
         self.refs: dict[int, tuple[Run, dict[str, float], dict | None]] = {}
 
@@ -83,12 +81,15 @@ class Harness:
             ev = ref.events
             windows = {stage: max(0.0, ev[b] - ev[a]) for stage, (a, b) in WINDOWS.items()}
             self.refs[ranks] = (ref, windows, comparable(ref.metrics(), ref.cache))
-            if ranks == 1:
-                self.ref, self.windows, self.ref_metrics = self.refs[1]
-            else:
-                print(f"reference run on {ranks} ranks: {ev['exit'] - ref.started:.1f} s; stage windows (s): "
-                      + ", ".join(f"{k} {v:.2f}" for k, v in windows.items()), flush=True)
+            on = "" if ranks == 1 else f" on {ranks} ranks"
+            print(f"reference run{on}: {ev['exit'] - ref.started:.1f} s; stage windows (s): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in windows.items()), flush=True)
         return self.refs[ranks]
+
+    # The one-process reference, which most cases use.
+    ref = property(lambda self: self.reference()[0])
+    windows = property(lambda self: self.reference()[1])
+    ref_metrics = property(lambda self: self.reference()[2])
 
     def check_rerun(self, trial: Trial, rerun: Run, before: dict[str, tuple[int, int]]) -> None:
         trial.finished = rerun.returncode == 0
@@ -420,8 +421,6 @@ def main(argv: list[str] | None = None) -> int:
     no_mount = can_mount(work) if any(c in ("disk-full", "unwritable-cache") for c in chosen) else ""
     t0 = time.monotonic()
     h.reference()
-    print(f"reference run: {time.monotonic() - t0:.1f} s; stage windows (s): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in h.windows.items()), flush=True)
     out = Path(args.out).absolute() if args.out else work
     out.mkdir(parents=True, exist_ok=True)
     rows = []

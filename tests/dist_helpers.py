@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nightseg.fault_runs import descendants
+from nightseg.fault_runs import signal_job
 from tests.conftest import REPO
 
 
@@ -71,7 +71,8 @@ def run_all(jobs: list[tuple[list[str], dict[str, str]]], timeout: float, log_di
     finally:
         for i, p in enumerate(procs):
             if ends[i] is None:  # still running at the timeout (or the test was interrupted)
-                _kill_group(p)
+                signal_job(p, signal.SIGKILL)  # launcher and ranks (own sessions)
+                p.wait(10)
     results = []
     for p, log, end in zip(procs, logs, ends, strict=True):
         log.seek(0)
@@ -79,17 +80,6 @@ def run_all(jobs: list[tuple[list[str], dict[str, str]]], timeout: float, log_di
                                 timeout if end is None else end))
         log.close()
     return results
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the job's launcher and every process it started, by id. (torchrun starts each rank
-    in a session of its own, so killing the launcher's process group alone would orphan them.)"""
-    for pid in [proc.pid, *descendants(proc.pid)]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(10)
 
 
 def check(results: list[Finished]) -> None:

@@ -247,12 +247,16 @@ class _DataModule(pl.LightningDataModule):
     def state_dict(self) -> dict:
         if self._sampler is None:
             return {}
-        # The batches of the sampler's epoch whose training step ran, by the time of every
-        # checkpoint: a periodic one (on_train_batch_end), a SIGTERM's (after the step) and an
-        # epoch end's alike.
-        loop = getattr(self.trainer, "fit_loop", None)
-        done = loop.epoch_loop.batch_progress.current.processed if loop is not None else 0
-        return {"sampler": {"seed": self._sampler.seed, "epoch": self._sampler.epoch, "batches": done}}
+        # Where training goes on: the batches of the sampler's epoch whose training step ran, by
+        # the time of every checkpoint (a periodic one at on_train_batch_end, a SIGTERM's after the
+        # step, an epoch end's alike); an epoch whose batches were all trained (of
+        # limit_train_batches, if fewer: num_training_batches) is followed by the next from its start.
+        epoch, done = self._sampler.epoch, 0
+        if self.trainer is not None:
+            done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if done >= self.trainer.num_training_batches:
+                epoch, done = epoch + 1, 0
+        return {"sampler": {"seed": self._sampler.seed, "epoch": epoch, "batches": done}}
 
     def load_state_dict(self, state: dict) -> None:
         self._pending = state.get("sampler")
@@ -275,24 +279,15 @@ class _DataModule(pl.LightningDataModule):
         loader = make_loader(SeededSamples(dataset), self.batch_size, self.num_workers, shuffle=False,
                              sampler=sampler, rank=rank, pin_memory=self._pin_memory(),
                              generator=torch.Generator().manual_seed(seed), **kwargs)
-        # Where training goes on, from the checkpoint alone: Lightning asks for this loader before
-        # it restores its loops when an epoch budget's schedule needs estimated_stepping_batches
-        # (SegmentationModule), and fetches the first batch at once. An epoch whose batches were
-        # all trained (of trainer.limit_train_batches, if fewer) is followed by the next one from
-        # its start; otherwise the epoch goes on after the batches done. (Lightning's own
-        # set_epoch comes after that first batch, with the same epoch.)
-        epoch, done = 0, 0
-        if saved is not None:
-            limit = getattr(self.trainer, "limit_train_batches", None) or 1.0
-            per_epoch = min(len(loader), limit) if isinstance(limit, int) else int(len(loader) * limit)
-            epoch, batches = int(saved["epoch"]), int(saved["batches"])
-            if batches >= per_epoch:
-                epoch += 1
-            elif batches:
-                done = batches * self.batch_size
-                log.info("training resumes in epoch %d after its first %d batches, in the same order",
-                         epoch, batches)
-        sampler.resume_at(epoch, done)
+        # Where training goes on, from the checkpoint alone (state_dict): Lightning asks for this
+        # loader before it restores its loops when an epoch budget's schedule needs
+        # estimated_stepping_batches (SegmentationModule), and fetches the first batch at once.
+        # (Lightning's own set_epoch comes after that first batch, with the same epoch.)
+        epoch, batches = (int(saved["epoch"]), int(saved["batches"])) if saved is not None else (0, 0)
+        if batches:
+            log.info("training resumes in epoch %d after its first %d batches, in the same order",
+                     epoch, batches)
+        sampler.resume_at(epoch, batches * self.batch_size)
         self._sampler = sampler
         return loader
 
