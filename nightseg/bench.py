@@ -1,4 +1,4 @@
-"""Speed benchmark: MACs, parameters, latency and training-step time, reference vs optimized.
+"""Speed benchmark: MACs, parameters, latency and training-step time, fp32 reference vs auto.
 
     python -m nightseg.bench                      # 480x272, batch 1, all models, training steps
     python -m nightseg.bench --no-training --models segmenter pipeline_light --json out.json
@@ -12,14 +12,18 @@ strategy night2day_inference: translate night->day, clamp to [0, 1], segment; ``
 is its translator alone (an identity segmenter) with the paper's generator
 (conf/model/translator/cyclegan.yaml: ResnetGenerator ngf=64, 9 blocks), ``translator_light``
 the same with conf/model/translator/light.yaml (LightGenerator).
-The reference path is fp32, eager, NCHW (``channels_last=False``); the optimized path
-is autocast (bf16 on CPU; bf16 or fp16 on CUDA) with ``channels_last=True`` and, with
-``--compile``, torch.compile. With ``--onnx`` each model is also exported (nightseg.export) and
-run by onnxruntime in fp32 and static int8 (nightseg.bench_onnx); ``--int8-cost`` scores a
-trained segmenter (behind a translator with ``--translator``) on a dataset's test sets in PyTorch,
-onnxruntime fp32 and int8, instead of the speed rows. Training steps time the modules' own
-``training_step`` under a Lightning Trainer, fp32 NCHW vs bf16-mixed channels_last: the
-segmenter, the default config's CycleGAN (cyclegan_small) and the paper's (cyclegan).
+The reference path is fp32, eager, NCHW (``channels_last=False``); the auto path is what a run
+uses on this machine: the precision ``trainer.precision=auto`` resolves to (bf16 autocast on
+AVX-512 bf16 / AMX CPUs and Ampere+ GPUs, fp16 on older GPUs, fp32 on AVX2 CPUs; see
+nightseg.hardware) and each net's configured memory layout (channels_last for ERF-PSPNet and
+LightGenerator, NCHW for the InstanceNorm CycleGAN nets) and, with ``--compile``, torch.compile.
+With ``--onnx`` each model is also exported (nightseg.export) and run by onnxruntime in fp32 and
+static int8 (nightseg.bench_onnx); ``--int8-cost`` scores a trained segmenter (behind a translator
+with ``--translator``) on a dataset's test sets in PyTorch, onnxruntime fp32 and int8, instead of
+the speed rows. Training steps time the modules' own ``training_step`` under a Lightning Trainer,
+fp32 NCHW vs the auto setting: the segmenter, the default config's CycleGAN (cyclegan_small) and
+the paper's (cyclegan). ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` runs the whole bench
+as an AVX2-only CPU would (no native bf16).
 Results: experiments/bench/README.md.
 """
 
@@ -39,7 +43,15 @@ from hydra.utils import instantiate
 from torch import nn
 
 from nightseg.bench_onnx import bench_onnx
-from nightseg.bench_timing import conv_peak_gflops, count_macs, n_params, time_calls, time_training_steps
+from nightseg.bench_timing import (
+    conv_peak_gflops,
+    count_macs,
+    n_params,
+    time_calls,
+    time_training_steps,
+    training_precision,
+)
+from nightseg.hardware import device_summary
 from nightseg.pipeline import SegmentationPipeline
 from nightseg.utils import ConfigError, DataError, write_json
 
@@ -64,19 +76,25 @@ def _model_config(group: str, option: str):
     return cfg.model[group]
 
 
-def build_segmenter(channels_last: bool) -> pl.LightningModule:
+def _layout(channels_last: bool | None) -> dict:
+    """None: the model config's own layout (the auto setting); a bool overrides it."""
+    return {} if channels_last is None else {"channels_last": channels_last}
+
+
+def build_segmenter(channels_last: bool | None) -> pl.LightningModule:
     cfg = _model_config("segmenter", "erf_pspnet")
-    return instantiate(cfg, num_classes=NUM_CLASSES, channels_last=channels_last)
+    return instantiate(cfg, num_classes=NUM_CLASSES, **_layout(channels_last))
 
 
-def build_translator(config: str, channels_last: bool) -> pl.LightningModule:
+def build_translator(config: str, channels_last: bool | None) -> pl.LightningModule:
     """CycleGANModule from conf/model/translator/<config>.yaml (both generators, both critics)."""
     return instantiate(_model_config("translator", config), _recursive_=False, _convert_="all",
-                       channels_last=channels_last)
+                       **_layout(channels_last))
 
 
-def build_model(name: str, channels_last: bool, seed: int = 0) -> nn.Module:
-    """One of MODELS in eval mode; the same seed gives the same weights in both settings."""
+def build_model(name: str, channels_last: bool | None, seed: int = 0) -> nn.Module:
+    """One of MODELS in eval mode; the same seed gives the same weights in both settings.
+    ``channels_last=None``: each net in its configured layout."""
     if name not in MODELS:
         raise ValueError(f"--models got {name!r}; choose from {', '.join(MODELS)}")
     torch.manual_seed(seed)
@@ -93,11 +111,12 @@ def build_model(name: str, channels_last: bool, seed: int = 0) -> nn.Module:
 
 def model_pair(name: str, device: torch.device, compile_optimized: bool = False
                ) -> tuple[nn.Module, Callable]:
-    """(reference fp32 NCHW module, optimized channels_last callable) with identical weights."""
+    """(reference fp32 NCHW module, auto-setting callable: each net in its configured layout)
+    with identical weights."""
     reference = build_model(name, channels_last=False).to(device)
-    optimized = build_model(name, channels_last=True)
+    optimized = build_model(name, channels_last=None)
     optimized.load_state_dict(reference.state_dict())
-    optimized = optimized.to(device, memory_format=torch.channels_last)
+    optimized = optimized.to(device)
     if not compile_optimized:
         return reference, optimized
     # Freezing lets inductor fold batch norms into convs and pre-pack the weights for oneDNN
@@ -123,7 +142,7 @@ def bench_model(name: str, device: torch.device, hw: tuple[int, int], batch_size
     opt_s = time_calls(optimized, (image,), device, True, runs, warmup)
     achieved = 2 * macs * batch_size / opt_s / 1e9
     row = {"gmacs": macs / 1e9, "params_m": inference_params(reference) / 1e6,
-           "reference_ms": ref_s * 1e3, "optimized_ms": opt_s * 1e3, "speedup": ref_s / opt_s,
+           "reference_ms": ref_s * 1e3, "auto_ms": opt_s * 1e3, "speedup": ref_s / opt_s,
            "fps": batch_size / opt_s, "peak_fraction": achieved / peak_gflops}
     if onnx:
         with tempfile.TemporaryDirectory() as tmp:
@@ -144,16 +163,17 @@ def bench_training(name: str, device: torch.device, hw: tuple[int, int], batch_s
                    runs: int, warmup: int) -> dict:
     key = TRAINING[name]
 
-    def build(channels_last: bool) -> pl.LightningModule:
+    def build(optimized: bool) -> pl.LightningModule:
         torch.manual_seed(0)
+        layout = None if optimized else False  # the auto setting: the config's layout
         if key == "segmenter":
-            return build_segmenter(channels_last)
-        return build_translator(key, channels_last)
+            return build_segmenter(layout)
+        return build_translator(key, layout)
 
     sample = training_sample(name, hw)
     ref_s = time_training_steps(build, sample, device, False, batch_size, runs, warmup)
     opt_s = time_training_steps(build, sample, device, True, batch_size, runs, warmup)
-    return {"reference_ms": ref_s * 1e3, "optimized_ms": opt_s * 1e3, "speedup": ref_s / opt_s}
+    return {"reference_ms": ref_s * 1e3, "auto_ms": opt_s * 1e3, "speedup": ref_s / opt_s}
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -176,7 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: all cores this process may use)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile (inductor, freezing) the optimized inference path; "
+                   help="torch.compile (inductor, freezing) the auto inference path; "
                         "compiles once per model, 5-20 s each on 2 CPU cores")
     p.add_argument("--no-training", action="store_true", help="skip the training-step timings")
     p.add_argument("--onnx", action="store_true",
@@ -251,7 +271,9 @@ def run(args: argparse.Namespace) -> dict:
     hw = (args.height, args.width)
     # Same run, same setting, so that peak_fraction compares like with like.
     peak = conv_peak_gflops(device, batch_size=args.batch_size)
-    result = {"device": device.type, "resolution": [args.height, args.width],
+    result = {"device": device.type, "machine": device_summary(device.type),
+              "auto_precision": training_precision(device, optimized=True),
+              "resolution": [args.height, args.width],
               "conv_peak_gflops": peak, "models": {}, "training": {}}
     for name in args.models:
         result["models"][name] = bench_model(name, device, hw, args.batch_size, args.runs,
@@ -283,34 +305,34 @@ def print_table(result: dict, args: argparse.Namespace) -> None:
         console.print(t)
         return
     h, w = result["resolution"]
-    title = (f"{result['device']} {w}x{h} batch {args.batch_size}, {torch.get_num_threads()} threads; "
-             f"conv peak {result['conv_peak_gflops']:.0f} GFLOP/s")
+    title = (f"{result['machine']}; {w}x{h} batch {args.batch_size}; auto = {result['auto_precision']}"
+             f" + configured layouts; conv peak {result['conv_peak_gflops']:.0f} GFLOP/s")
     t = Table(title=f"Inference: {title}")
-    for col in ("model", "GMACs", "params M", "fp32 ms", "optimized ms", "speedup", "fps", "% peak"):
+    for col in ("model", "GMACs", "params M", "fp32 ms", "auto ms", "speedup", "fps", "% peak"):
         t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for name, r in result["models"].items():
         t.add_row(name, f"{r['gmacs']:.2f}", f"{r['params_m']:.2f}", f"{r['reference_ms']:.1f}",
-                  f"{r['optimized_ms']:.1f}", f"{r['speedup']:.2f}x", f"{r['fps']:.1f}",
+                  f"{r['auto_ms']:.1f}", f"{r['speedup']:.2f}x", f"{r['fps']:.1f}",
                   f"{100 * r['peak_fraction']:.1f}")
     console.print(t)
     onnx_rows = {n: r["onnxruntime"] for n, r in result["models"].items() if "onnxruntime" in r}
     if onnx_rows:
         t = Table(title=f"onnxruntime {w}x{h} batch {args.batch_size}, {torch.get_num_threads()} "
-                        "intra-op threads (ms, fps, % of the same conv peak; speedup vs PyTorch optimized)")
-        for col in ("model", "runtime", "ms", "fps", "% peak", "vs optimized"):
+                        "intra-op threads (ms, fps, % of the same conv peak; speedup vs PyTorch auto)")
+        for col in ("model", "runtime", "ms", "fps", "% peak", "vs auto"):
             t.add_column(col, justify="left" if col in ("model", "runtime") else "right", no_wrap=True)
         for name, rows in onnx_rows.items():
             for rt, r in rows.items():
                 t.add_row(name, f"onnxruntime {rt}", f"{r['ms']:.1f}", f"{r['fps']:.1f}",
                           f"{100 * r['peak_fraction']:.1f}",
-                          f"{result['models'][name]['optimized_ms'] / r['ms']:.2f}x")
+                          f"{result['models'][name]['auto_ms'] / r['ms']:.2f}x")
         console.print(t)
     if result["training"]:
         t = Table(title="Training step (training_step + backward + optimizer steps)")
-        for col in ("module", "fp32 NCHW ms", "optimized ms", "speedup"):
+        for col in ("module", "fp32 NCHW ms", "auto ms", "speedup"):
             t.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
         for name, r in result["training"].items():
-            t.add_row(name, f"{r['reference_ms']:.0f}", f"{r['optimized_ms']:.0f}", f"{r['speedup']:.2f}x")
+            t.add_row(name, f"{r['reference_ms']:.0f}", f"{r['auto_ms']:.0f}", f"{r['speedup']:.2f}x")
         console.print(t)
 
 

@@ -1,8 +1,9 @@
 """Measuring helpers for ``nightseg.bench``: MAC counting, latency, the conv peak, training steps.
 
-Everything here takes a device and a flag for the reference (fp32, eager, NCHW) or the optimized
-setting (bf16 autocast on CPU, bf16 or fp16 autocast on CUDA, channels_last), so one code path
-serves both devices. Timings are medians of repeated runs after a warm-up; CUDA work is
+Everything here takes a device and a flag for the reference (fp32, eager, NCHW) or the auto
+setting (the precision ``trainer.precision=auto`` resolves to on this device, see
+nightseg.hardware, and each net's configured memory layout), so one code path serves both devices
+and every CPU class. Timings are medians of repeated runs after a warm-up; CUDA work is
 synchronized before every clock read.
 """
 
@@ -18,23 +19,26 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nightseg.hardware import native_bf16
+from nightseg.hardware import auto_precision
+
+# Lightning precision -> autocast dtype (None: no autocast, fp32).
+_AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None}
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the hardware has it (AVX-512 bf16 / AMX CPUs, Ampere+ GPUs), else fp16 on CUDA
-    (V100, T4: bf16 there is emulated, which torch.cuda.is_bf16_supported() counts as support)."""
-    if device.type == "cuda" and not native_bf16():
-        return torch.float16
-    return torch.bfloat16
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The auto setting's autocast dtype: bf16 where the hardware has it (AVX-512 bf16 / AMX CPUs,
+    Ampere+ GPUs), fp16 on older GPUs (V100, T4: bf16 there is emulated, which
+    torch.cuda.is_bf16_supported() counts as support), None (fp32) on other CPUs (AVX2)."""
+    return _AUTOCAST[auto_precision(device.type == "cuda")[0]]
 
 
 def inference_context(device: torch.device, optimized: bool) -> contextlib.ExitStack:
-    """inference_mode, plus autocast on the optimized path."""
+    """inference_mode, plus autocast on the auto path where it resolves to a lower precision."""
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
-    if optimized:
-        stack.enter_context(torch.autocast(device.type, dtype=autocast_dtype(device)))
+    dtype = autocast_dtype(device) if optimized else None
+    if dtype is not None:
+        stack.enter_context(torch.autocast(device.type, dtype=dtype))
     return stack
 
 
@@ -76,7 +80,7 @@ PEAK_SHAPES = ((128, 68, 120), (256, 68, 120), (256, 34, 60))
 
 def conv_peak_gflops(device: torch.device, runs: int = 10, warmup: int = 3,
                      batch_size: int = 1) -> float:
-    """GFLOP/s of the fastest large 3x3 conv under the optimized setting (autocast, channels_last)."""
+    """GFLOP/s of the fastest large 3x3 conv, channels_last, in the auto precision."""
     best = 0.0
     for ch, h, w in PEAK_SHAPES:
         conv = nn.Conv2d(ch, ch, 3, padding=1, bias=False).to(device, memory_format=torch.channels_last)
@@ -120,15 +124,13 @@ class _FixedBatches(torch.utils.data.Dataset):
 
 
 def training_precision(device: torch.device, optimized: bool) -> str:
-    if not optimized:
-        return "32-true"
-    return "16-mixed" if autocast_dtype(device) == torch.float16 else "bf16-mixed"
+    return auto_precision(device.type == "cuda")[0] if optimized else "32-true"
 
 
 def time_training_steps(build: Callable[[bool], pl.LightningModule], sample: dict[str, torch.Tensor],
                         device: torch.device, optimized: bool, batch_size: int, runs: int,
                         warmup: int) -> float:
-    """Median seconds per training step of ``build(channels_last)`` under a real Lightning Trainer
+    """Median seconds per training step of ``build(optimized)`` under a real Lightning Trainer
     (its precision plugin, manual or automatic optimization, logging), one epoch of fixed batches."""
     module = build(optimized)
     timer = _StepTimer(device)

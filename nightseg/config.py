@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from nightseg.data.catalog import IGNORE_INDEX, ON_ERROR_CHOICES
+from nightseg.hardware import choose_precision, uses_cuda
 from nightseg.utils import ConfigError
 
 MIN_SIZE = 32  # the encoders downsample by 8 and the PatchGAN by 8 more; below this nothing is left
@@ -57,20 +58,22 @@ def _check_budget(cfg: DictConfig) -> None:
                           "(optimizer steps) or model.segmenter.max_epochs=N (passes over the data)")
 
 
+def _check_night_count_fits(cfg: DictConfig, pool: int) -> None:
+    night_count = cfg.get("night_count")
+    if cfg.strategy.name in NIGHT_COUNT_STRATEGIES and night_count is not None and night_count > pool:
+        # A rendered dataset (data.counts.train, the synthetic one) can simply render more.
+        larger = ("" if OmegaConf.select(cfg, "data.counts.train") is None else
+                  f", or render a larger pool with data.counts.train={night_count}")
+        raise ConfigError(f"night_count={night_count} is larger than the labelled day pool of "
+                          f"{cfg.data.name} ({pool} images); use night_count<={pool}{larger}")
+
+
 def check_catalog(cfg: DictConfig, catalog) -> None:
     """Checks that need the dataset: its class count, and night_count against its day pool."""
     if catalog.num_classes != cfg.data.num_classes:
         raise ConfigError(f"data.num_classes={cfg.data.num_classes} but data={cfg.data.name} has "
                           f"{catalog.num_classes} classes; set data.num_classes={catalog.num_classes}")
-    night_count = cfg.get("night_count")
-    if cfg.strategy.name in NIGHT_COUNT_STRATEGIES and night_count is not None:
-        pool = len(catalog.train)
-        if night_count > pool:
-            # A rendered dataset (data.counts.train, the synthetic one) can simply render more.
-            larger = ("" if OmegaConf.select(cfg, "data.counts.train") is None else
-                      f", or render a larger pool with data.counts.train={night_count}")
-            raise ConfigError(f"night_count={night_count} is larger than the labelled day pool of "
-                              f"{cfg.data.name} ({pool} images); use night_count<={pool}{larger}")
+    _check_night_count_fits(cfg, len(catalog.train))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -93,6 +96,11 @@ def validate(cfg: DictConfig) -> None:
                           "(translate only the images a brightness gate calls night)")
 
     validate_data(cfg)
+    # A rendered pool's size is the config's own (data.counts.train): a night_count above it stops
+    # here, before minutes of rendering, not after (check_catalog repeats it for real datasets).
+    pool = OmegaConf.select(cfg, "data.counts.train")
+    if isinstance(pool, int) and not isinstance(pool, bool):
+        _check_night_count_fits(cfg, pool)
     for key in ("model.segmenter.max_epochs", "model.segmenter.max_steps"):
         _check_positive(cfg, key)
     _check_budget(cfg)
@@ -161,7 +169,9 @@ def trainer_spec(cfg: DictConfig, world_size: int = 1, precision=None) -> dict:
     their number: N processes train on N times the global batch for 1/N of the steps, another
     recipe. A one-process spec stays exactly what it always was, so its cache keys do not move.
     """
-    spec = {"precision": str(cfg.trainer.precision if precision is None else precision)}
+    if precision is None:  # as the job resolves it: trainer.precision=auto is never a key's value
+        precision = choose_precision(cfg.trainer.precision, uses_cuda(cfg.trainer.get("accelerator", "auto")))
+    spec = {"precision": str(precision)}
     if world_size > 1:
         spec["world_size"] = int(world_size)
     return spec

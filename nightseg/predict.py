@@ -47,7 +47,7 @@ from rich.progress import (
 from rich.text import Text
 from torch.utils.data import DataLoader, Dataset
 
-from nightseg.hardware import native_bf16
+from nightseg.hardware import cpu_class, native_bf16
 from nightseg.trained import Classes, check_runtime, load_pipeline, resolve
 from nightseg.utils import ConfigError, atomic_path, errors_as_one_line
 from nightseg.visualize import palette
@@ -56,7 +56,7 @@ log = logging.getLogger("nightseg")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-PRECISIONS = ("bf16", "32")
+PRECISIONS = ("auto", "bf16", "32")
 
 
 # ---- inputs ------------------------------------------------------------------------------------
@@ -301,8 +301,8 @@ def choose_device(device: str) -> torch.device:
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast, fp16 on GPUs without native bf16 (as nightseg.hardware does for training),
-    or None for fp32."""
-    if precision == "32":
+    or None for fp32. ``auto``: fp32 on CPUs without native bf16 (AVX2), where bf16 is emulated."""
+    if precision == "32" or (precision == "auto" and device.type == "cpu" and not cpu_class().native_bf16):
         return None
     if device.type == "cuda" and not native_bf16():
         return torch.float16
@@ -352,7 +352,8 @@ def check(cfg: DictConfig) -> tuple[str, tuple[int, int] | None]:
         raise ConfigError(f"num_workers={cfg.num_workers}: must be a non-negative integer")
     precision = str(cfg.precision)
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision={cfg.precision}: use bf16 (autocast) or 32 (fp32)")
+        raise ConfigError(f"precision={cfg.precision}: use auto (bf16 where the hardware has it, "
+                          "else fp32), bf16 (autocast) or 32 (fp32)")
     size = cfg.get("resize")
     if size is not None:
         size = OmegaConf.to_container(size) if OmegaConf.is_config(size) else size

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from nightseg import distributed
 from nightseg.evaluation import Evaluation
+from nightseg.hardware import device_summary
 from nightseg.stages import Job
 from nightseg.utils import write_json
 
@@ -59,6 +60,10 @@ def write_metrics(job: Job, evaluations: Sequence[Evaluation], night_count: int 
     if job.gate is not None:
         metrics["gate"] = gate_summary(job.gate, evaluations)
     metrics["stages"] = dict(job.stages)
+    # The precision the stages trained and evaluated in after trainer.precision=auto (also in every
+    # trained stage's cache key), and the machine class that chose it.
+    metrics["precision"] = str(job.trainer_args().get("precision"))
+    metrics["device"] = device_summary(job.trainer_args().get("accelerator", "auto"))
     metrics["timings_s"] = dict(job.timings)
     metrics["checkpoints"] = dict(job.checkpoints)
     if not distributed.is_rank_zero():  # under DDP every rank has the same results; one writes them

@@ -46,7 +46,7 @@ from nightseg.data.datamodules import (
 from nightseg.data.io import SegmentationDataset, batch_to_float
 from nightseg.distributed import World
 from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
-from nightseg.hardware import uses_cuda
+from nightseg.hardware import resolve_trainer, uses_cuda
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.resume import ResumeState
@@ -83,7 +83,7 @@ class Job:
         """The arguments every stage's Trainer starts from."""
         if self.trainer_kwargs is not None:
             return dict(self.trainer_kwargs)
-        return OmegaConf.to_container(self.cfg.trainer, resolve=True)
+        return resolve_trainer(OmegaConf.to_container(self.cfg.trainer, resolve=True))
 
     def trainer_spec(self, training: bool = True) -> dict:
         """The trainer part of a cache key: with the world size for training stages."""

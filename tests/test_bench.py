@@ -1,4 +1,4 @@
-"""nightseg.bench: correctness only (the optimized path computes the same thing, MACs are counted
+"""nightseg.bench: correctness only (the auto path computes the same thing, MACs are counted
 right, the CLI writes the documented JSON). No timing is asserted."""
 
 import json
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nightseg import bench
+from nightseg import bench, hardware
 from nightseg.bench_timing import count_macs, inference_context
 
 CPU = torch.device("cpu")
@@ -27,7 +27,7 @@ def test_mac_count_of_a_linear_layer():
 
 
 @pytest.mark.parametrize("name", bench.MODELS)
-def test_optimized_path_matches_fp32_reference(name):
+def test_auto_path_matches_fp32_reference(name):
     reference, optimized = bench.model_pair(name, CPU)
     image = torch.rand(1, 3, 40, 72, generator=torch.Generator().manual_seed(0))
     with inference_context(CPU, optimized=False):
@@ -66,17 +66,20 @@ def test_cli_end_to_end_writes_the_documented_json(tmp_path):
                 "--train-runs", "1", "--train-warmup", "0", "--train-batch-size", "2",
                 "--threads", "1", "--device", "cpu", "--json", str(out)])
     result = json.loads(out.read_text())
-    assert set(result) == {"device", "resolution", "conv_peak_gflops", "models", "training"}
+    assert set(result) == {"device", "machine", "auto_precision", "resolution", "conv_peak_gflops",
+                           "models", "training"}
     assert result["device"] == "cpu" and result["resolution"] == [32, 48]
+    assert result["auto_precision"] == hardware.auto_precision(cuda=False)[0]
+    assert hardware.cpu_class().tier in result["machine"]
     assert isinstance(result["conv_peak_gflops"], float) and result["conv_peak_gflops"] > 0
     assert set(result["models"]) == set(bench.MODELS)
-    model_keys = {"gmacs", "params_m", "reference_ms", "optimized_ms", "speedup", "fps",
+    model_keys = {"gmacs", "params_m", "reference_ms", "auto_ms", "speedup", "fps",
                   "peak_fraction"}
     for r in result["models"].values():
         assert set(r) == model_keys and all(isinstance(v, float) and v > 0 for v in r.values())
     assert set(result["training"]) == set(bench.TRAINING)
     for r in result["training"].values():
-        assert set(r) == {"reference_ms", "optimized_ms", "speedup"}
+        assert set(r) == {"reference_ms", "auto_ms", "speedup"}
         assert all(isinstance(v, float) and v > 0 for v in r.values())
     pipeline, parts = result["models"]["pipeline_light"], result["models"]
     assert pipeline["gmacs"] == pytest.approx(parts["segmenter"]["gmacs"]

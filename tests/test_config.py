@@ -4,6 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from nightseg.config import trainer_spec, validate
+from nightseg.hardware import auto_precision
 from nightseg.utils import ConfigError
 from tests.conftest import CONF_DIR, compose_cfg
 
@@ -153,11 +154,13 @@ def test_sweep_jobs_expand_like_the_basic_sweeper():
 def test_single_process_trainer_spec_is_unchanged_and_world_size_keys_others():
     """Cache keys of one-process runs stay byte for byte what they were ({"precision": ...} and
     nothing else); several processes (N x the global batch, 1/N of the steps) get keys of their own."""
-    cfg = compose_cfg()
+    cfg = compose_cfg(["trainer.precision=bf16-mixed"])
     assert trainer_spec(cfg) == {"precision": "bf16-mixed"}
     assert trainer_spec(cfg, world_size=1) == {"precision": "bf16-mixed"}
     assert trainer_spec(compose_cfg(["trainer.precision=32-true"])) == {"precision": "32-true"}
     assert trainer_spec(cfg, world_size=4) == {"precision": "bf16-mixed", "world_size": 4}
+    # The default (auto) is keyed by what it resolves to on this machine, never by "auto".
+    assert trainer_spec(compose_cfg()) == {"precision": auto_precision(cuda=False)[0]}
     assert trainer_spec(cfg, world_size=2, precision="16-mixed") == {"precision": "16-mixed",
                                                                      "world_size": 2}
 

@@ -1,6 +1,10 @@
-"""GPU choices made without a GPU: the decision functions, fed a faked CUDA device."""
+"""Device choices made without the device: the decision functions, fed a faked CUDA device or CPU
+class, and this machine's CPU held to AVX2 for real."""
 
 import logging
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -13,9 +17,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from nightseg import hardware
 from nightseg.bench_timing import autocast_dtype, training_precision
+from nightseg.config import trainer_spec
 from nightseg.data.catalog import Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, init_worker
 from nightseg.data.io import batch_to_float
+from nightseg.predict import autocast_dtype as predict_dtype
 from nightseg.utils import ConfigError
 from tests.conftest import compose_cfg
 
@@ -36,15 +42,116 @@ def fake_gpu(monkeypatch):
     return install
 
 
-@pytest.mark.parametrize("capability, dtype", [((7, 0), torch.float16), ((7, 5), torch.float16),
-                                               ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
-def test_bench_counts_emulated_bf16_as_missing(fake_gpu, capability, dtype):
+# The instruction sets torch's cpuinfo reports for each class (AVX-512 bf16: AMD Zen 4, Intel
+# Cooper Lake; AMX: Sapphire Rapids and later; AVX2 only: most laptops, AMD Zen 2/3).
+CPUS = {
+    "baseline": dict(avx2=False, avx512=False, bf16=False, amx=False),  # and every non-x86 CPU
+    "avx2": dict(avx2=True, avx512=False, bf16=False, amx=False),
+    "avx512": dict(avx2=True, avx512=True, bf16=False, amx=False),  # Skylake-X, Ice Lake
+    "avx512_bf16": dict(avx2=True, avx512=True, bf16=True, amx=False),
+    "amx": dict(avx2=True, avx512=True, bf16=True, amx=True),
+}
+
+
+@pytest.fixture
+def fake_cpu(monkeypatch):
+    """A CPU of the given class, with optional ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA limits."""
+
+    def install(name: str, aten: str | None = None, onednn: str | None = None):
+        f = CPUS[name]
+        monkeypatch.setattr(torch.cpu, "_is_avx2_supported", lambda: f["avx2"])
+        monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: f["avx512"])
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: f["bf16"])
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: f["amx"])
+        native = "AVX512" if f["avx512"] else ("AVX2" if f["avx2"] else "DEFAULT")
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: aten or native)
+        monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+        if onednn is None:
+            monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        else:
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    return install
+
+
+@pytest.mark.parametrize("cpu, aten, onednn, tier, precision", [
+    ("avx2", None, None, "avx2", "32-true"),
+    ("baseline", None, None, "baseline", "32-true"),
+    ("avx512", None, None, "avx512", "32-true"),
+    ("avx512_bf16", None, None, "avx512_bf16", "bf16-mixed"),
+    ("amx", None, None, "amx", "bf16-mixed"),
+    ("amx", None, "ALL", "amx", "bf16-mixed"),
+    ("amx", None, "AVX512_CORE_BF16", "avx512_bf16", "bf16-mixed"),
+    # held to AVX2, as the tests do on an AVX-512 machine to stand in for a laptop
+    ("avx512_bf16", "AVX2", "AVX2", "avx2", "32-true"),
+    ("avx512_bf16", None, "AVX2", "avx2", "32-true"),
+    ("amx", "AVX2", None, "avx2", "32-true"),
+    ("amx", None, "AVX512_CORE", "avx512", "32-true"),
+])
+def test_auto_precision_follows_the_cpu_class(fake_cpu, cpu, aten, onednn, tier, precision):
+    fake_cpu(cpu, aten, onednn)
+    assert hardware.cpu_class().tier == tier
+    assert hardware.auto_precision(cuda=False)[0] == precision
+    assert hardware.choose_precision("auto", cuda=False) == precision
+    trainer = OmegaConf.to_container(compose_cfg(["trainer.accelerator=cpu"]).trainer)
+    assert trainer["precision"] == "auto"  # the default
+    assert hardware.resolve_trainer(trainer)["precision"] == precision
+    assert trainer_spec(compose_cfg(["trainer.accelerator=cpu"])) == {"precision": precision}
+    # the bench's auto path and predict's precision=auto make the same choice
+    dtype = torch.bfloat16 if precision == "bf16-mixed" else None
+    assert autocast_dtype(torch.device("cpu")) == dtype
+    assert training_precision(torch.device("cpu"), optimized=True) == precision
+    assert training_precision(torch.device("cpu"), optimized=False) == "32-true"
+    assert predict_dtype("auto", torch.device("cpu")) == dtype
+    assert predict_dtype("bf16", torch.device("cpu")) == torch.bfloat16  # asked for: kept
+    assert predict_dtype("32", torch.device("cpu")) is None
+
+
+def test_the_choice_and_a_held_cpu_are_logged_once(fake_cpu, caplog, monkeypatch):
+    monkeypatch.setattr(hardware, "_said", set())
+    fake_cpu("avx512_bf16", "AVX2", "AVX2")
+    with caplog.at_level(logging.INFO, logger="nightseg.hardware"):
+        for _ in range(3):  # every stage's Trainer resolves it again
+            hardware.choose_precision("auto", cuda=False)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["trainer.precision=auto: 32-true (CPU class avx2 (no native bf16, held to it by "
+                     "ATEN_CPU_CAPABILITY=AVX2 and ONEDNN_MAX_CPU_ISA=AVX2 on avx512_bf16 hardware))"]
+
+
+@pytest.mark.parametrize("cpu, warned", [("avx2", True), ("avx512", True), ("avx512_bf16", False),
+                                         ("amx", False)])
+def test_explicit_bf16_is_respected_and_warned_where_emulated(fake_cpu, caplog, monkeypatch, cpu, warned):
+    monkeypatch.setattr(hardware, "_said", set())
+    fake_cpu(cpu)
+    with caplog.at_level(logging.WARNING, logger="nightseg.hardware"):
+        for precision in ("bf16-mixed", "bf16-mixed", "32-true"):
+            assert hardware.choose_precision(precision, cuda=False) == precision
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == (1 if warned else 0)
+    if warned:
+        assert warnings[0].startswith(f"trainer.precision=bf16-mixed on a CPU class {cpu} (no native "
+                                      "bf16): bf16 is emulated there, about 10x slower than fp32")
+
+
+@pytest.mark.parametrize("capability, precision", [((7, 0), "16-mixed"), ((7, 5), "16-mixed"),
+                                                   ((8, 0), "bf16-mixed"), ((9, 0), "bf16-mixed")])
+def test_auto_precision_on_gpus(fake_gpu, capability, precision):
     fake_gpu(capability)
-    cuda = torch.device("cuda")
-    assert autocast_dtype(cuda) == dtype
-    assert training_precision(cuda, optimized=True) == ("16-mixed" if dtype == torch.float16
-                                                        else "bf16-mixed")
-    assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
+    assert hardware.choose_precision("auto", cuda=True) == precision
+    trainer = OmegaConf.to_container(compose_cfg(["trainer.accelerator=gpu"]).trainer)
+    assert hardware.resolve_trainer(trainer)["precision"] == precision
+
+
+def test_a_cpu_held_to_avx2_resolves_to_fp32_for_real():
+    """This machine's own CPU under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (on an AVX2-only
+    CPU the same without the variables): what torch reports there, not a fake, says fp32."""
+    code = ("from nightseg import hardware; c = hardware.cpu_class(); "
+            "print(c.tier, hardware.auto_precision(cuda=False)[0], hardware.device_summary('cpu'))")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[:2] in (["avx2", "32-true"], ["baseline", "32-true"])
 
 
 def test_bf16_mixed_becomes_16_mixed_on_a_v100_and_says_so(fake_gpu, caplog):
@@ -69,11 +176,15 @@ def test_resolved_trainer_on_a_v100(fake_gpu):
         hardware.resolve_trainer({**trainer, "deterministic": True})
 
 
-def test_resolved_trainer_on_the_cpu_is_the_config():
-    """What single-process CPU runs pass to Lightning (and their cache keys) does not change."""
-    for overrides in ([], ["trainer.deterministic=true"], ["trainer.precision=32-true"]):
+def test_resolved_trainer_on_the_cpu_is_the_config_with_auto_resolved():
+    """What single-process CPU runs pass to Lightning (and their cache keys): the config as it is,
+    but for trainer.precision=auto."""
+    for overrides in (["trainer.deterministic=true", "trainer.precision=32-true"],
+                      ["trainer.precision=32-true"], ["trainer.precision=bf16-mixed"]):
         trainer = OmegaConf.to_container(compose_cfg(overrides + ["trainer.accelerator=cpu"]).trainer)
         assert hardware.resolve_trainer(trainer) == trainer
+    trainer = OmegaConf.to_container(compose_cfg(["trainer.accelerator=cpu"]).trainer)
+    assert hardware.resolve_trainer(trainer) == {**trainer, "precision": hardware.auto_precision(False)[0]}
 
 
 def test_uses_cuda(fake_gpu):

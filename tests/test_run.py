@@ -4,9 +4,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from nightseg.hardware import auto_precision
 from nightseg.run import run
 from nightseg.utils import ConfigError
 from tests.conftest import REPO, compose_cfg, read_metrics
@@ -21,7 +23,12 @@ def _run(overrides, run_dir):
 def test_night2day_inference_then_augment_zero_share_the_segmenter(tmp_path, smoke_overrides):
     m = _run(smoke_overrides + ["strategy=night2day_inference"], tmp_path / "a")
     assert set(m) >= {"strategy", "night_count", "data", "seed", "results", "translation",
-                      "stages", "timings_s"}
+                      "stages", "timings_s", "precision", "device"}
+    # trainer.precision=auto, as resolved here, in metrics.json and in every trained stage's key
+    assert m["precision"] == auto_precision(cuda=False)[0] and "CPU class" in m["device"]
+    for kind in ("translator", "segmenter"):
+        spec = json.loads((Path(m["checkpoints"][kind]).parent / "spec.json").read_text())
+        assert spec["trainer"] == {"precision": m["precision"]}
     written = read_metrics(tmp_path / "a")
     assert written["results"] == m["results"]
     conditions = {(r["test_set"], r["condition"]) for r in m["results"]}

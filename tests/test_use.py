@@ -287,7 +287,8 @@ def test_predict_skips_a_video_it_cannot_read(tmp_path, checkpoints, capsys):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("precision=16", r"^precision=16: use bf16 \(autocast\) or 32 \(fp32\)$"),
+    ("precision=16", r"^precision=16: use auto \(bf16 where the hardware has it, else fp32\), "
+                     r"bf16 \(autocast\) or 32 \(fp32\)$"),
     ("resize=[10,20]", r"^resize=\[10, 20\]: give \[rows, cols\], both at least 32"),
     ("batch_size=0", r"^batch_size=0: must be a positive integer$"),
     ("device=cuda:0" if not torch.cuda.is_available() else "device=nonsense",
