@@ -118,6 +118,20 @@ def test_command_line_reports_bad_input_in_one_line():
     assert "Traceback" not in proc.stderr
 
 
+def test_a_night_count_above_the_rendered_pool_stops_before_rendering(tmp_path):
+    """The default data's pool size is its config (data.counts.train): a typo is refused before
+    the 7800 scenes are rendered (minutes), not after; nothing is written to the cache."""
+    from nightseg.run import run
+
+    cfg = compose_cfg(["strategy=augment", "night_count=987654", "logger=csv",
+                       f"paths.cache_dir={tmp_path}/cache"])
+    with pytest.raises(ConfigError, match=r"^night_count=987654 is larger than the labelled day pool "
+                       r"of synthetic \(7000 images\); use night_count<=7000, or render a larger "
+                       r"pool with data.counts.train=987654$"):
+        run(cfg, tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
+
+
 def test_a_sweep_checks_every_job_before_the_first_starts(tmp_path):
     """The bad job is the last one; nothing may be trained before the sweep is refused."""
     import subprocess
