@@ -133,7 +133,8 @@ def validate_data(cfg: DictConfig) -> None:
         _check_size(cfg, key)
     for key in ("data.batch_size", "data.eval_batch_size", "data.translate_batch_size"):
         _check_positive(cfg, key)
-    _check_positive(cfg, "data.num_workers", allow_zero=True)
+    if cfg.data.num_workers != "auto":
+        _check_positive(cfg, "data.num_workers", allow_zero=True)
     if cfg.data.on_error not in ON_ERROR_CHOICES:
         raise ConfigError(f"data.on_error={cfg.data.on_error}: use {' or '.join(ON_ERROR_CHOICES)}")
 

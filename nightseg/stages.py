@@ -23,7 +23,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -46,7 +46,7 @@ from nightseg.data.datamodules import (
 from nightseg.data.io import SegmentationDataset, batch_to_float
 from nightseg.distributed import World
 from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
-from nightseg.hardware import resolve_trainer, uses_cuda
+from nightseg.hardware import AUTO, loader_workers, resolve_trainer, usable_cores, uses_cuda
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.resume import ResumeState
@@ -78,6 +78,18 @@ class Job:
     gate: dict | None = None  # the gate used at test time and its fit, for metrics.json
     world: World = World()  # the processes training runs on (nightseg.distributed.start)
     trainer_kwargs: dict | None = None  # cfg.trainer after the device's choices (hardware.resolve_trainer)
+
+    def __post_init__(self) -> None:
+        # data.num_workers=auto: resolved once for this machine (nightseg.hardware.loader_workers)
+        # before any stage builds a loader. Batches do not depend on it, so no key does either.
+        if self.cfg.data.get("num_workers") == AUTO:
+            trainer = self.trainer_args()
+            devices = trainer.get("devices")  # processes per node, where it is a number
+            workers = loader_workers(AUTO, uses_cuda(trainer.get("accelerator", "auto")),
+                                     devices if isinstance(devices, int) and devices > 0 else 1)
+            with open_dict(self.cfg):
+                self.cfg.data.num_workers = workers
+            log.info("data.num_workers=auto: %d (%d usable cores)", workers, usable_cores())
 
     def trainer_args(self) -> dict:
         """The arguments every stage's Trainer starts from."""

@@ -256,3 +256,27 @@ def test_loader_workers_run_opencv_single_threaded():
         assert next(iter(ours)).item() == 1  # setNumThreads(0): no thread pool of its own
     finally:
         cv2.setNumThreads(before)
+
+
+@pytest.mark.parametrize("cores, cuda, per_node, workers", [
+    (2, False, 1, 0), (4, False, 1, 0), (16, False, 1, 2),  # CPU jobs: workers stall the threads
+    (2, True, 1, 1), (16, True, 1, 8), (64, True, 1, 8), (16, True, 4, 3), (8, True, 8, 1),
+])
+def test_loader_workers_auto(monkeypatch, cores, cuda, per_node, workers):
+    monkeypatch.setattr(hardware, "usable_cores", lambda: cores)
+    assert hardware.loader_workers("auto", cuda, per_node) == workers
+    assert hardware.loader_workers(3, cuda, per_node) == 3  # a number is kept
+
+
+def test_a_job_resolves_data_num_workers_auto_before_any_loader(monkeypatch, tmp_path):
+    from nightseg.cache import StageCache
+    from nightseg.stages import Job
+
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
+    cfg = compose_cfg(["trainer.accelerator=cpu"])
+    assert cfg.data.num_workers == "auto"
+    Job(cfg=cfg, run_dir=tmp_path, cache=StageCache(tmp_path / "stages"), tracker=None, catalog=None)
+    assert cfg.data.num_workers == 0
+    cfg = compose_cfg(["trainer.accelerator=cpu", "data.num_workers=3"])
+    Job(cfg=cfg, run_dir=tmp_path, cache=StageCache(tmp_path / "stages"), tracker=None, catalog=None)
+    assert cfg.data.num_workers == 3
