@@ -188,6 +188,35 @@ def test_training_batches_do_not_depend_on_the_loader_workers(coordinates, tmp_p
     assert len({c for _, _, crops in seen for c in crops}) > 4  # crops and flips do vary
 
 
+class _DropoutRecorder(_Recorder):
+    """Draws from the global generator in every training step, as ERF-PSPNet's dropout does, and
+    validates every epoch."""
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(torch.rand(()).item())
+        return (self.w - 1) ** 2
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+
+def test_validation_leaves_the_training_randomness_alone_whatever_the_loader_workers(coordinates):
+    """Validation loaders loading in the main process (data.num_workers=0) make a new iterator
+    each validation, persistent workers one in all; neither may draw from the global generator,
+    or every dropout mask after the first validation depends on data.num_workers."""
+    def draws(workers):
+        pl.seed_everything(0)
+        module = _DropoutRecorder()
+        dm = SegmentationDataModule([coordinates], val_sets=[coordinates], batch_size=2,
+                                    num_workers=workers, train_crop=[32, 32])
+        pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, enable_checkpointing=False,
+                   ).fit(module, datamodule=dm)
+        return module.seen
+
+    assert len(draws(0)) == 12 and draws(0) == draws(2)
+
+
 def test_the_resumable_sampler_deals_one_permutation_to_the_ranks_and_resumes_each():
     """Two ranks (what Lightning keeps under DDP, the sampler being a DistributedSampler): the
     shards together are one epoch's permutation, which changes with the epoch; each sample's

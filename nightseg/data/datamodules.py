@@ -157,7 +157,11 @@ def make_loader(dataset, batch_size: int, num_workers: int, shuffle: bool, drop_
         collate_fn=collate_skipping,
         worker_init_fn=partial(init_worker, rank=rank) if num_workers > 0 else None,
         pin_memory=pin_memory,
-        generator=generator,
+        # Every new iterator draws a seed from its loader's generator. Without one of its own, an
+        # evaluation loader would draw from the global generator at each validation when loading
+        # in the main process (persistent workers draw once), shifting every later dropout mask:
+        # the weights would then depend on data.num_workers.
+        generator=generator if generator is not None else torch.Generator(),
     )
 
 
