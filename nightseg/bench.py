@@ -109,19 +109,21 @@ def build_model(name: str, channels_last: bool | None, seed: int = 0) -> nn.Modu
     return model.eval()
 
 
+def compile_for_inference(module: nn.Module) -> Callable:
+    """torch.compile with freezing: inductor folds batch norms into convs and pre-packs the weights
+    for oneDNN (inference only: the weights become constants of the compiled graph)."""
+    return torch.compile(module.requires_grad_(False), options={"freezing": True})
+
+
 def model_pair(name: str, device: torch.device, compile_optimized: bool = False
                ) -> tuple[nn.Module, Callable]:
-    """(reference fp32 NCHW module, auto-setting callable: each net in its configured layout)
-    with identical weights."""
+    """(reference fp32 NCHW module, auto-setting callable: each net in its configured layout,
+    compiled with ``compile_optimized``) with identical weights."""
     reference = build_model(name, channels_last=False).to(device)
     optimized = build_model(name, channels_last=None)
     optimized.load_state_dict(reference.state_dict())
     optimized = optimized.to(device)
-    if not compile_optimized:
-        return reference, optimized
-    # Freezing lets inductor fold batch norms into convs and pre-pack the weights for oneDNN
-    # (inference only: the weights become constants of the compiled graph).
-    return reference, torch.compile(optimized.requires_grad_(False), options={"freezing": True})
+    return reference, (compile_for_inference(optimized) if compile_optimized else optimized)
 
 
 def inference_params(model: nn.Module) -> int:
@@ -135,7 +137,7 @@ def inference_params(model: nn.Module) -> int:
 def bench_model(name: str, device: torch.device, hw: tuple[int, int], batch_size: int, runs: int,
                 warmup: int, peak_gflops: float, compile_optimized: bool = False,
                 onnx: bool = False) -> dict:
-    reference, optimized = model_pair(name, device, compile_optimized)
+    reference, optimized = model_pair(name, device)
     image = torch.rand(batch_size, 3, *hw, device=device)
     macs = count_macs(reference, image[:1])
     ref_s = time_calls(reference, (image,), device, False, runs, warmup)
@@ -144,6 +146,9 @@ def bench_model(name: str, device: torch.device, hw: tuple[int, int], batch_size
     row = {"gmacs": macs / 1e9, "params_m": inference_params(reference) / 1e6,
            "reference_ms": ref_s * 1e3, "auto_ms": opt_s * 1e3, "speedup": ref_s / opt_s,
            "fps": batch_size / opt_s, "peak_fraction": achieved / peak_gflops}
+    if compile_optimized:  # the auto setting compiled, beside it in the same run
+        compiled_s = time_calls(compile_for_inference(optimized), (image,), device, True, runs, warmup)
+        row.update(compiled_ms=compiled_s * 1e3, compiled_speedup=ref_s / compiled_s)
     if onnx:
         with tempfile.TemporaryDirectory() as tmp:
             row["onnxruntime"] = bench_onnx(reference.cpu(), image.cpu(), macs, peak_gflops, runs, warmup,
@@ -196,7 +201,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: all cores this process may use)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile (inductor, freezing) the auto inference path; "
+                   help="also time the auto inference path torch.compile'd (inductor, freezing); "
                         "compiles once per model, 5-20 s each on 2 CPU cores")
     p.add_argument("--no-training", action="store_true", help="skip the training-step timings")
     p.add_argument("--onnx", action="store_true",
@@ -308,12 +313,15 @@ def print_table(result: dict, args: argparse.Namespace) -> None:
     title = (f"{result['machine']}; {w}x{h} batch {args.batch_size}; auto = {result['auto_precision']}"
              f" + configured layouts; conv peak {result['conv_peak_gflops']:.0f} GFLOP/s")
     t = Table(title=f"Inference: {title}")
-    for col in ("model", "GMACs", "params M", "fp32 ms", "auto ms", "speedup", "fps", "% peak"):
+    compiled = any("compiled_ms" in r for r in result["models"].values())
+    cols = ["model", "GMACs", "params M", "fp32 ms", "auto ms", "speedup", "fps", "% peak"]
+    for col in cols + (["compiled ms", "compiled speedup"] if compiled else []):
         t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
     for name, r in result["models"].items():
+        extra = [f"{r['compiled_ms']:.1f}", f"{r['compiled_speedup']:.2f}x"] if compiled else []
         t.add_row(name, f"{r['gmacs']:.2f}", f"{r['params_m']:.2f}", f"{r['reference_ms']:.1f}",
                   f"{r['auto_ms']:.1f}", f"{r['speedup']:.2f}x", f"{r['fps']:.1f}",
-                  f"{100 * r['peak_fraction']:.1f}")
+                  f"{100 * r['peak_fraction']:.1f}", *extra)
     console.print(t)
     onnx_rows = {n: r["onnxruntime"] for n, r in result["models"].items() if "onnxruntime" in r}
     if onnx_rows:
