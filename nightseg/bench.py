@@ -7,7 +7,7 @@
 
 Models (all the project's real modules with untrained weights; speed does not depend on them):
 ``segmenter`` is SegmentationModule (ERF-PSPNet, 19 classes, its own normalisation);
-``pipeline_*`` is SegmentationPipeline (nightseg/pipeline.py), what evaluation runs for the
+``pipeline_*`` is SegmentationPipeline (nightseg/inference/pipeline.py), what evaluation runs for the
 strategy night2day_inference: translate night->day, clamp to [0, 1], segment; ``translator_full``
 is its translator alone (an identity segmenter) with the paper's generator
 (conf/model/translator/cyclegan.yaml: ResnetGenerator ngf=64, 9 blocks), ``translator_light``
@@ -15,10 +15,10 @@ the same with conf/model/translator/light.yaml (LightGenerator).
 The reference path is fp32, eager, NCHW (``channels_last=False``); the auto path is what a run
 uses on this machine: the precision ``trainer.precision=auto`` resolves to (bf16 autocast on
 AVX-512 bf16 / AMX CPUs and Ampere+ GPUs, fp16 on older GPUs, fp32 on AVX2 CPUs; see
-nightseg.hardware) and each net's configured memory layout (channels_last for ERF-PSPNet and
+nightseg.infra.hardware) and each net's configured memory layout (channels_last for ERF-PSPNet and
 LightGenerator, NCHW for the InstanceNorm CycleGAN nets) and, with ``--compile``, torch.compile.
 With ``--onnx`` each model is also exported (nightseg.export) and run by onnxruntime in fp32 and
-static int8 (nightseg.bench_onnx); ``--int8-cost`` scores a trained segmenter (behind a translator
+static int8 (nightseg.tools.bench.onnx_rows); ``--int8-cost`` scores a trained segmenter (behind a translator
 with ``--translator``) on a dataset's test sets in PyTorch, onnxruntime fp32 and int8, instead of
 the speed rows. Training steps time the modules' own ``training_step`` under a Lightning Trainer,
 fp32 NCHW vs the auto setting: the segmenter, the default config's CycleGAN (cyclegan_small) and
@@ -42,8 +42,12 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
-from nightseg.bench_onnx import bench_onnx
-from nightseg.bench_timing import (
+from nightseg.core.errors import ConfigError, DataError
+from nightseg.core.files import write_json
+from nightseg.inference.pipeline import SegmentationPipeline
+from nightseg.infra.hardware import device_summary
+from nightseg.tools.bench.onnx_rows import bench_onnx
+from nightseg.tools.bench.timing import (
     conv_peak_gflops,
     count_macs,
     n_params,
@@ -51,9 +55,6 @@ from nightseg.bench_timing import (
     time_training_steps,
     training_precision,
 )
-from nightseg.hardware import device_summary
-from nightseg.pipeline import SegmentationPipeline
-from nightseg.utils import ConfigError, DataError, write_json
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MODELS = ("segmenter", "translator_full", "translator_light", "pipeline_full", "pipeline_light")
@@ -245,7 +246,7 @@ def warn_if_busy() -> None:
 
 def run_int8_cost(args: argparse.Namespace) -> dict:
     from nightseg import export
-    from nightseg.bench_onnx import int8_cost
+    from nightseg.tools.bench.onnx_rows import int8_cost
 
     found = export.export_checkpoints(args.run, args.segmenter, args.translator, args.cache_dir)
     if "segmenter" not in found:

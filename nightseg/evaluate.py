@@ -3,11 +3,11 @@
     python -m nightseg.evaluate models.run=outputs/2026-11-26/10-00-00 data=camvid
     python -m nightseg.evaluate models.segmenter=<key or model.ckpt> models.translator=<...> data=zju
 
-The models come from nightseg.trained (a run's checkpoints, stage-cache keys or paths); the scoring
-is nightseg.evaluation's, run as a run's strategy runs it: every validation and test set of the
+The models come from nightseg.inference.loading (a run's checkpoints, stage-cache keys or paths); the scoring
+is nightseg.inference.evaluation's, run as a run's strategy runs it: every validation and test set of the
 data raw, then (with a translator) the test sets translated night->day, through the gate if one is
 named. So the models of a run, scored on that run's data, give exactly its result rows. The
-metrics.json has a run's schema (nightseg.results) with strategy "evaluate", stages "loaded" and
+metrics.json has a run's schema (nightseg.inference.results) with strategy "evaluate", stages "loaded" and
 the checkpoints evaluated; conf/evaluate.yaml has the options.
 """
 
@@ -22,16 +22,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nightseg import distributed
-from nightseg.cache import StageCache
-from nightseg.config import check_catalog, validate_data
-from nightseg.evaluation import evaluate_pipeline, save_panels
-from nightseg.hardware import resolve_trainer
-from nightseg.pipeline import SegmentationPipeline
-from nightseg.results import print_table, write_metrics
-from nightseg.stages import Job
-from nightseg.trained import Classes, check_runtime, load_pipeline, resolve
-from nightseg.utils import ConfigError, errors_as_one_line
+from nightseg.core.cli import errors_as_one_line
+from nightseg.core.errors import ConfigError
+from nightseg.inference.evaluation import evaluate_pipeline, save_panels
+from nightseg.inference.loading import Classes, check_runtime, load_pipeline, resolve
+from nightseg.inference.pipeline import SegmentationPipeline
+from nightseg.inference.results import print_table, write_metrics
+from nightseg.infra import distributed
+from nightseg.infra.cache import StageCache
+from nightseg.infra.hardware import resolve_trainer
+from nightseg.training.config import check_catalog, validate_data
+from nightseg.training.stages import Job
 
 log = logging.getLogger("nightseg")
 

@@ -8,7 +8,7 @@ Graphs (opset 18, dynamic batch, height and width; inputs images (N, 3, H, W) in
 ``segmenter.onnx`` (logits), ``night2day.onnx`` and ``day2night.onnx`` (the translator's
 generators, images in [0, 1]) and ``night2day_pipeline.onnx`` (translate night->day, clamp,
 segment: outputs ``logits`` and ``day``, the image the segmenter saw), as
-nightseg.pipeline.SegmentationPipeline runs them. Every exported graph is run by onnxruntime at
+nightseg.inference.pipeline.SegmentationPipeline runs them. Every exported graph is run by onnxruntime at
 several input sizes, including ones whose 1/8 feature map the pyramid pooling bins do not divide,
 against the PyTorch module: the max abs difference and, for logits, the share of pixels whose
 argmax agrees, which must be >= 99.9% (else :class:`ParityError`). ``--int8`` adds static int8
@@ -34,10 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nightseg.core.errors import ConfigError, DataError
+from nightseg.core.files import atomic_path, write_json
+from nightseg.inference.loading import load_segmenter, load_translator  # one loader, with its checks
+from nightseg.inference.pipeline import SegmentationPipeline
 from nightseg.models.cyclegan import Translator
-from nightseg.pipeline import SegmentationPipeline
-from nightseg.trained import load_segmenter, load_translator  # one loader, with its checks
-from nightseg.utils import ConfigError, DataError, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,7 @@ def runtime_graphs(segmenter_path: Path, segmenter: nn.Module, translator_path: 
     of evaluate and predict: exported once per checkpoint content into the stage cache (kind
     ``onnx``, keyed by the checkpoints' sha256 and the opset; locked, published whole, with
     checksums like every stage) and parity-checked at :data:`PARITY_SIZES` on export."""
-    from nightseg.cache import StageCache, file_sha256
+    from nightseg.infra.cache import StageCache, file_sha256
 
     spec = {"opset": OPSET, "segmenter": file_sha256(segmenter_path),
             "translator": file_sha256(translator_path) if translator_path is not None else None}

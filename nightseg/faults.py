@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nightseg.fault_runs import (
+from nightseg.tools.faults.runs import (
     BASE,
     WINDOWS,
     CaseResult,

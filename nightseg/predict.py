@@ -5,12 +5,12 @@
 
 Per frame, under ``output_dir`` (an image keeps its path below the input folder, a video's frames
 are ``<video name>/000000.png``...): ``mask/`` a palette PNG whose pixel values are the class ids,
-drawn in the Cityscapes colours (nightseg.visualize.palette); ``overlay/`` the frame with the mask
+drawn in the Cityscapes colours (nightseg.core.visualize.palette); ``overlay/`` the frame with the mask
 blended in; with a translator ``night2day/`` what the segmenter saw (with a gate, only for the
 frames it translated). A video also gets ``overlay/<video name>.mp4`` at its own frame rate (PyAV;
 an odd width or height loses its last column or row there, as yuv420p needs even sizes).
 Every output is at the frame's own size and is written atomically. An image that cannot be read is
-named, skipped and counted. The models come from nightseg.trained, the same pipeline evaluation
+named, skipped and counted. The models come from nightseg.inference.loading, the same pipeline evaluation
 scores; conf/predict.yaml has the options.
 """
 
@@ -47,10 +47,12 @@ from rich.progress import (
 from rich.text import Text
 from torch.utils.data import DataLoader, Dataset
 
-from nightseg.hardware import cpu_class, native_bf16
-from nightseg.trained import Classes, check_runtime, load_pipeline, resolve
-from nightseg.utils import ConfigError, atomic_path, errors_as_one_line
-from nightseg.visualize import palette
+from nightseg.core.cli import errors_as_one_line
+from nightseg.core.errors import ConfigError
+from nightseg.core.files import atomic_path
+from nightseg.core.visualize import palette
+from nightseg.inference.loading import Classes, check_runtime, load_pipeline, resolve
+from nightseg.infra.hardware import cpu_class, native_bf16
 
 log = logging.getLogger("nightseg")
 
@@ -300,7 +302,7 @@ def choose_device(device: str) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast, fp16 on GPUs without native bf16 (as nightseg.hardware does for training),
+    """bf16 autocast, fp16 on GPUs without native bf16 (as nightseg.infra.hardware does for training),
     or None for fp32. ``auto``: fp32 on CPUs without native bf16 (AVX2), where bf16 is emulated."""
     if precision == "32" or (precision == "auto" and device.type == "cpu" and not cpu_class().native_bf16):
         return None

@@ -22,14 +22,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from nightseg import distributed, preemption
-from nightseg.cache import StageCache
-from nightseg.config import check_catalog, validate
-from nightseg.hardware import resolve_trainer
-from nightseg.results import print_table
-from nightseg.stages import Job
-from nightseg.strategies import STRATEGIES
-from nightseg.utils import ConfigError, errors_as_one_line
+from nightseg.core.cli import errors_as_one_line
+from nightseg.core.errors import ConfigError
+from nightseg.inference.results import print_table
+from nightseg.infra import distributed, preemption
+from nightseg.infra.cache import StageCache
+from nightseg.infra.hardware import resolve_trainer
+from nightseg.training.config import check_catalog, validate
+from nightseg.training.stages import Job
+from nightseg.training.strategies import STRATEGIES
 
 log = logging.getLogger("nightseg")
 
@@ -85,7 +86,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
 # Exit status after SIGTERM (128 + 15, what a shell reports for a process the signal ended): the
 # job was stopped, not failed, and the same command resumes it. After USR1/USR2 (Slurm's warning
 # before a time limit or preemption) it is 128 + that signal, and the job was requeued
-# (nightseg.preemption).
+# (nightseg.infra.preemption).
 EXIT_SIGTERM = 143
 
 

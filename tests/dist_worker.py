@@ -32,7 +32,7 @@ def cache_race(args) -> None:
     """Two jobs need one artefact at once: the one that builds it runs collectives in its build
     (as Trainer.fit does); the other must reuse it on every rank."""
     dist.init_process_group("gloo")
-    from nightseg.cache import StageCache
+    from nightseg.infra.cache import StageCache
 
     rank, shared = dist.get_rank(), Path(args.out)
     (shared / f"arrived_{args.job}_{rank}").touch()
@@ -63,12 +63,12 @@ def evaluate(args) -> None:
     fixed translator, as the strategies do; rank zero writes the results."""
     from hydra.utils import instantiate
 
-    from nightseg import distributed
-    from nightseg.cache import StageCache
-    from nightseg.evaluation import evaluate as evaluate_sets
+    from nightseg.inference.evaluation import evaluate as evaluate_sets
+    from nightseg.infra import distributed
+    from nightseg.infra.cache import StageCache
+    from nightseg.infra.tracking import Tracker
     from nightseg.models.cyclegan import CycleGANModule
-    from nightseg.stages import Job
-    from nightseg.tracking import Tracker
+    from nightseg.training.stages import Job
     from tests.conftest import compose_cfg
 
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -125,9 +125,9 @@ def sigterm(args) -> None:
     import pytorch_lightning as pl
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from nightseg import preemption
     from nightseg.data.datamodules import SegmentationDataModule
-    from nightseg.stages import _CheckpointOnSigterm
+    from nightseg.infra import preemption
+    from nightseg.training.stages import _CheckpointOnSigterm
     from tests.test_loaders import _Recorder, coordinate_set
 
     class SignalledAtItsStep(_Recorder):

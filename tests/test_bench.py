@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from nightseg import bench, hardware
-from nightseg.bench_timing import count_macs, inference_context
+from nightseg import bench
+from nightseg.infra import hardware
+from nightseg.tools.bench.timing import count_macs, inference_context
 
 CPU = torch.device("cpu")
 

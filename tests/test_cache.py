@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nightseg.cache import StageCache, stage_key
+from nightseg.infra.cache import StageCache, stage_key
 
 
 def test_key_is_stable_and_order_independent():
@@ -93,7 +93,7 @@ def test_rank_zero_waits_for_another_job_in_short_meetings(tmp_path, monkeypatch
     """While another job holds the lock, rank zero tells the other ranks "wait" every few seconds
     (a collective each time) instead of keeping them in one collective for the whole build,
     which would hit the process group's timeout; then every rank gets its "cached"."""
-    from nightseg import cache as cache_module
+    from nightseg.infra import cache as cache_module
 
     decisions = []
     monkeypatch.setattr(cache_module.distributed, "broadcast",
@@ -119,8 +119,8 @@ def test_rank_zero_waits_for_another_job_in_short_meetings(tmp_path, monkeypatch
 
 
 def test_a_node_that_cannot_see_the_cache_is_named(tmp_path, monkeypatch):
-    from nightseg import cache as cache_module
-    from nightseg.utils import DataError
+    from nightseg.core.errors import DataError
+    from nightseg.infra import cache as cache_module
 
     cache = StageCache(tmp_path / "cache" / "stages")
     cache.obtain("segmenter", {"x": 1}, "model.ckpt", lambda stage, out: out.write_text("w"))

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from nightseg import export
+from nightseg.core.errors import ConfigError
+from nightseg.inference.pipeline import SegmentationPipeline
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.nets.erf_pspnet import adaptive_avg_pool2d_exportable
-from nightseg.pipeline import SegmentationPipeline
-from nightseg.utils import ConfigError
 from tests.conftest import SMALL_D
 
 # Small for speed, with the cases of 480x272 / 480x270 (34x60 maps): feature maps at 1/8 of

@@ -9,16 +9,16 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from nightseg.cache import StageCache
+from nightseg.core.errors import ConfigError
 from nightseg.data.datamodules import build_transform
 from nightseg.data.io import SegmentationDataset
-from nightseg.evaluation import evaluate
-from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
-from nightseg.pipeline import SegmentationPipeline
+from nightseg.inference.evaluation import evaluate
+from nightseg.inference.gate import BrightnessGate, fit_threshold, mean_luma
+from nightseg.inference.pipeline import SegmentationPipeline
+from nightseg.infra.cache import StageCache
+from nightseg.infra.tracking import CSVTracker
 from nightseg.run import run
-from nightseg.stages import Job, get_gate, get_segmenter, get_translator
-from nightseg.tracking import CSVTracker
-from nightseg.utils import ConfigError
+from nightseg.training.stages import Job, get_gate, get_segmenter, get_translator
 from tests.conftest import compose_cfg, read_metrics
 
 
@@ -63,7 +63,7 @@ def test_gated_pipeline_translates_only_dark_images():
 
 
 def test_gate_option_is_checked(smoke_overrides):
-    from nightseg.config import validate
+    from nightseg.training.config import validate
 
     with pytest.raises(ConfigError, match="strategy.gate=always: use none .* or auto"):
         validate(compose_cfg(smoke_overrides + ["strategy.gate=always"]))

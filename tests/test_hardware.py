@@ -15,14 +15,14 @@ from PIL import Image
 from pytorch_lightning.accelerators import CPUAccelerator, CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 
-from nightseg import hardware
-from nightseg.bench_timing import autocast_dtype, training_precision
-from nightseg.config import trainer_spec
+from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, init_worker
 from nightseg.data.io import batch_to_float
+from nightseg.infra import hardware
 from nightseg.predict import autocast_dtype as predict_dtype
-from nightseg.utils import ConfigError
+from nightseg.tools.bench.timing import autocast_dtype, training_precision
+from nightseg.training.config import trainer_spec
 from tests.conftest import compose_cfg
 
 
@@ -111,7 +111,7 @@ def test_auto_precision_follows_the_cpu_class(fake_cpu, cpu, aten, onednn, tier,
 def test_the_choice_and_a_held_cpu_are_logged_once(fake_cpu, caplog, monkeypatch):
     monkeypatch.setattr(hardware, "_said", set())
     fake_cpu("avx512_bf16", "AVX2", "AVX2")
-    with caplog.at_level(logging.INFO, logger="nightseg.hardware"):
+    with caplog.at_level(logging.INFO, logger="nightseg.infra.hardware"):
         for _ in range(3):  # every stage's Trainer resolves it again
             hardware.choose_precision("auto", cuda=False)
     lines = [r.getMessage() for r in caplog.records]
@@ -124,7 +124,7 @@ def test_the_choice_and_a_held_cpu_are_logged_once(fake_cpu, caplog, monkeypatch
 def test_explicit_bf16_is_respected_and_warned_where_emulated(fake_cpu, caplog, monkeypatch, cpu, warned):
     monkeypatch.setattr(hardware, "_said", set())
     fake_cpu(cpu)
-    with caplog.at_level(logging.WARNING, logger="nightseg.hardware"):
+    with caplog.at_level(logging.WARNING, logger="nightseg.infra.hardware"):
         for precision in ("bf16-mixed", "bf16-mixed", "32-true"):
             assert hardware.choose_precision(precision, cuda=False) == precision
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

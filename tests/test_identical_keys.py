@@ -7,7 +7,7 @@ stage keys, spec files and metrics.
 
 The run is ``augment_night2day`` with the gate, so every kind of stage is built (translator,
 generated night images, segmenter, gate), at ``trainer.precision=32-true`` so that its keys do
-not depend on the CPU class (``auto`` resolves to bf16-mixed or 32-true, nightseg.hardware). The
+not depend on the CPU class (``auto`` resolves to bf16-mixed or 32-true, nightseg.infra.hardware). The
 scores are compared where the golden file's CPU class is this machine's: float kernels differ
 between CPU classes.
 """

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import CITYSCAPES_CLASSES
 from nightseg.data.io import load_sample, read_image, read_label
 from nightseg.data.synthetic import GENERATOR_VERSION, build, build_catalog, dataset_dir, render_scene
 from nightseg.data.synthetic.__main__ import main as synthetic_main
 from nightseg.data.synthetic.stats import chroma, luma
-from nightseg.utils import ConfigError
 
 SIZE = (64, 128)
 COUNTS = {"translate_day": 2, "translate_night": 2, "train": 3, "val": 2, "test": 2}

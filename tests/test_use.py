@@ -1,5 +1,5 @@
 """Using trained models outside a run: python -m nightseg.evaluate and python -m nightseg.predict
-(nightseg/trained.py names, checks and loads the models for both)."""
+(nightseg/inference/loading.py names, checks and loads the models for both)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from nightseg.core.errors import ConfigError
+from nightseg.core.visualize import CITYSCAPES_PALETTE
+from nightseg.inference.loading import Models, load_pipeline, load_segmenter, load_translator, resolve
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.models.segmentation import SegmentationModule
-from nightseg.trained import Models, load_pipeline, load_segmenter, load_translator, resolve
-from nightseg.utils import ConfigError
-from nightseg.visualize import CITYSCAPES_PALETTE
 from tests.conftest import CONF_DIR, REPO, SMALL_D, SMALL_G, compose_cfg, read_metrics
 
 

@@ -4,7 +4,7 @@ Follows the paper (Sun et al. 2019, Table 2): mIoU, pixel accuracy and mean clas
 named set, in percent, plus per-class IoU; on sets with true day references (the synthetic night
 test set) PSNR and SSIM of the segmenter's inputs, raw or translated, against them; with a gate,
 how many images it translated. :func:`evaluate` runs a :class:`SegmentationPipeline` through a
-Lightning Trainer (the job's precision, devices and DDP; see nightseg.metrics for why the scores
+Lightning Trainer (the job's precision, devices and DDP; see nightseg.core.metrics for why the scores
 equal a one-process evaluation's) and returns an :class:`Evaluation`: rows, scores and panels.
 Training modules keep no test-time state.
 """
@@ -19,12 +19,12 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from nightseg import distributed
+from nightseg.core.metrics import SetScores
 from nightseg.data.catalog import SampleSet
 from nightseg.data.datamodules import SegmentationDataModule
-from nightseg.metrics import SetScores
-from nightseg.pipeline import SegmentationPipeline
-from nightseg.stages import Job, make_trainer
+from nightseg.inference.pipeline import SegmentationPipeline
+from nightseg.infra import distributed
+from nightseg.training.stages import Job, make_trainer
 
 # The keys of a result row in metrics.json.
 ROW_KEYS = ("test_set", "condition", "miou", "pixel_acc", "mean_acc", "per_class_iou")
@@ -131,7 +131,7 @@ def evaluate_pipeline(job: Job, pipeline: SegmentationPipeline, sets: Sequence[S
                       num_panels: int = 0) -> Evaluation:
     """Score a ready pipeline (its segmenter predicting ``num_classes`` classes named
     ``class_names``) on ``sets``: what :func:`evaluate` does for a run, and what
-    ``python -m nightseg.evaluate`` does for models loaded by nightseg.trained (whose segmenter
+    ``python -m nightseg.evaluate`` does for models loaded by nightseg.inference.loading (whose segmenter
     need not be a SegmentationModule, e.g. another runtime's).
 
     The job gives the data settings (sizes, batch size, workers, on_error), the Trainer (stage
@@ -152,7 +152,7 @@ def evaluate_pipeline(job: Job, pipeline: SegmentationPipeline, sets: Sequence[S
 def save_panels(job: Job, evaluation: Evaluation) -> list[Path]:
     """input | (night->day) | prediction | ground truth rows per set, as
     ``panels/<set>_<condition>.png`` in the run directory and to the tracker (rank zero only)."""
-    from nightseg.visualize import colorize, gate_marked, panel, save_png, to_uint8
+    from nightseg.core.visualize import colorize, gate_marked, panel, save_png, to_uint8
 
     paths = []
     if not distributed.is_rank_zero():

@@ -5,11 +5,11 @@ as the other two strategies, so after them this job only evaluates."""
 
 from __future__ import annotations
 
-from nightseg.evaluation import evaluate, save_panels
-from nightseg.results import write_metrics
-from nightseg.stages import Job, get_translator
-from nightseg.strategies.augment import augmented_segmenter
-from nightseg.strategies.night2day_inference import evaluate_translated
+from nightseg.inference.evaluation import evaluate, save_panels
+from nightseg.inference.results import write_metrics
+from nightseg.training.stages import Job, get_translator
+from nightseg.training.strategies.augment import augmented_segmenter
+from nightseg.training.strategies.night2day_inference import evaluate_translated
 
 
 def run(job: Job) -> dict:

@@ -1,15 +1,15 @@
 """Strategy 1 (Sun et al. 2019, Sec. III-B): segment night images with a day-trained segmenter
 after translating them to day with the CycleGAN's night->day generator. No retraining; the cost is
 the generator's forward pass at inference. With ``strategy.gate=auto`` only the images a
-brightness gate calls night are translated (nightseg/gate.py)."""
+brightness gate calls night are translated (nightseg/inference/gate.py)."""
 
 from __future__ import annotations
 
-from nightseg.evaluation import Evaluation, evaluate, save_panels
+from nightseg.inference.evaluation import Evaluation, evaluate, save_panels
+from nightseg.inference.results import write_metrics
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
-from nightseg.results import write_metrics
-from nightseg.stages import Job, get_gate, get_segmenter, get_translator
+from nightseg.training.stages import Job, get_gate, get_segmenter, get_translator
 
 
 def evaluate_translated(job: Job, segmenter: SegmentationModule, translator: Translator) -> Evaluation:

@@ -4,7 +4,7 @@
 of conf/shared/models.yaml: a run directory (its metrics.json lists the checkpoints it was scored
 with), stage-cache keys, or checkpoint paths. :func:`resolve` turns that into file paths,
 :func:`load_pipeline` into the module that runs them, so both commands run exactly what a run's
-evaluation ran (nightseg.pipeline). Every mistake a user can make here (a missing file, a
+evaluation ran (nightseg.inference.pipeline). Every mistake a user can make here (a missing file, a
 translator checkpoint given as the segmenter, weights that do not fit their hyperparameters, a
 segmenter for other classes than the data's) stops with one line naming the key, the path and the
 fix (ConfigError), before any image is read.
@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from nightseg.gate import BrightnessGate
+from nightseg.core.errors import ConfigError
+from nightseg.inference.gate import BrightnessGate
+from nightseg.inference.pipeline import SegmentationPipeline
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.models.distill import DistillationModule
 from nightseg.models.segmentation import SegmentationModule
-from nightseg.pipeline import SegmentationPipeline
-from nightseg.utils import ConfigError
 
 RUNTIMES = ("torch", "onnxruntime")
-# A stage-cache key (nightseg.cache.stage_key): 16 hex digits.
+# A stage-cache key (nightseg.infra.cache.stage_key): 16 hex digits.
 _KEY = re.compile(r"^[0-9a-f]{16}$")
 # What each stage publishes under <cache>/stages/<kind>/<key>/.
 _ARTEFACTS = {"segmenter": ("segmenter", "model.ckpt"), "translator": ("translator", "model.ckpt"),

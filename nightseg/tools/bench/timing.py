@@ -2,7 +2,7 @@
 
 Everything here takes a device and a flag for the reference (fp32, eager, NCHW) or the auto
 setting (the precision ``trainer.precision=auto`` resolves to on this device, see
-nightseg.hardware, and each net's configured memory layout), so one code path serves both devices
+nightseg.infra.hardware, and each net's configured memory layout), so one code path serves both devices
 and every CPU class. Timings are medians of repeated runs after a warm-up; CUDA work is
 synchronized before every clock read.
 """
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nightseg.hardware import auto_precision
+from nightseg.infra.hardware import auto_precision
 
 # Lightning precision -> autocast dtype (None: no autocast, fp32).
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None}

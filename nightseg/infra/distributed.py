@@ -26,7 +26,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from nightseg.utils import ConfigError
+from nightseg.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

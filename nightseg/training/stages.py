@@ -1,6 +1,6 @@
 """The stages a strategy is built from: get a translator, get generated night images, get a
 segmenter, get a day/night gate, each built or reused through the stage cache (evaluating a
-segmenter is nightseg.evaluation's).
+segmenter is nightseg.inference.evaluation's).
 
 A :class:`Job` carries what every stage needs: the config, the run directory, the cache, the
 tracker, the dataset catalog, and the record of which stages were trained or reused and how long
@@ -27,15 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from nightseg import distributed, preemption
-from nightseg.cache import StageCache, resume_checkpoint
-from nightseg.config import (
-    GENERATED_DATA_KEYS,
-    SEGMENTER_DATA_KEYS,
-    TRANSLATOR_DATA_KEYS,
-    data_spec,
-    trainer_spec,
-)
+from nightseg.core.errors import DataError, TrainingError
+from nightseg.core.files import write_json
+from nightseg.core.visualize import save_png, to_uint8
 from nightseg.data.catalog import DataCatalog, Sample, SampleSet
 from nightseg.data.datamodules import (
     SegmentationDataModule,
@@ -44,15 +38,22 @@ from nightseg.data.datamodules import (
     make_loader,
 )
 from nightseg.data.io import SegmentationDataset, batch_to_float
-from nightseg.distributed import World
-from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
-from nightseg.hardware import resolve_trainer, uses_cuda
+from nightseg.inference.gate import BrightnessGate, fit_threshold, mean_luma
+from nightseg.infra import distributed, preemption
+from nightseg.infra.cache import StageCache, resume_checkpoint
+from nightseg.infra.distributed import World
+from nightseg.infra.hardware import resolve_trainer, uses_cuda
+from nightseg.infra.tracking import Tracker
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
-from nightseg.resume import ResumeState
-from nightseg.tracking import Tracker
-from nightseg.utils import DataError, TrainingError, write_json
-from nightseg.visualize import save_png, to_uint8
+from nightseg.training.config import (
+    GENERATED_DATA_KEYS,
+    SEGMENTER_DATA_KEYS,
+    TRANSLATOR_DATA_KEYS,
+    data_spec,
+    trainer_spec,
+)
+from nightseg.training.resume import ResumeState
 
 log = logging.getLogger(__name__)
 # pytorch-lightning 2.6 still builds torch's deprecated LeafSpec in its own pytree helper, so every
@@ -76,7 +77,7 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
     gate: dict | None = None  # the gate used at test time and its fit, for metrics.json
-    world: World = World()  # the processes training runs on (nightseg.distributed.start)
+    world: World = World()  # the processes training runs on (nightseg.infra.distributed.start)
     trainer_kwargs: dict | None = None  # cfg.trainer after the device's choices (hardware.resolve_trainer)
 
     def trainer_args(self) -> dict:
@@ -149,7 +150,7 @@ def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
 
 class _CheckpointOnSigterm(pl.Callback):
     """SIGTERM (what Slurm and other schedulers send before preemption or at the time limit), or
-    USR1/USR2 (the requeue signals, nightseg.preemption): Lightning stops training after the
+    USR1/USR2 (the requeue signals, nightseg.infra.preemption): Lightning stops training after the
     current step with SIGTERMException; this saves that step as the stage's resume checkpoint, so
     the rerun or requeued job loses nothing (run.main then exits 128 + the signal). Other
     exceptions keep the last periodic checkpoint: the state that raised them (a NaN loss, a bug)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from nightseg import export
-from nightseg.pipeline import SegmentationPipeline
+from nightseg.inference.pipeline import SegmentationPipeline
 
 SPEED_CALIBRATION_IMAGES = 16
 
@@ -75,11 +75,11 @@ def bench_onnx(model: nn.Module, image: torch.Tensor, macs: float, peak_gflops: 
 # ---- mIoU cost of int8 -------------------------------------------------------------------------
 def score(run, sample_set, num_classes: int, class_names: Sequence[str], ignore_index: int,
           resize, batch_size: int = 4) -> float:
-    """mIoU (percent) of ``run(images) -> logits`` on one test set, as nightseg.evaluation scores
+    """mIoU (percent) of ``run(images) -> logits`` on one test set, as nightseg.inference.evaluation scores
     it (SetScores: the set's own class space)."""
+    from nightseg.core.metrics import SetScores
     from nightseg.data.datamodules import build_transform, make_loader
     from nightseg.data.io import SegmentationDataset, batch_to_float
-    from nightseg.metrics import SetScores
 
     ds = SegmentationDataset(sample_set, build_transform(sample_set.resize or resize), num_classes)
     scores = SetScores(sample_set, num_classes, class_names, ignore_index)

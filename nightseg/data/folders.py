@@ -10,8 +10,8 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
+from nightseg.core.errors import ConfigError, DataError
 from nightseg.data.catalog import ON_ERROR_CHOICES, Sample, SampleSet
-from nightseg.utils import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

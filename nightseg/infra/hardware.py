@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from nightseg.utils import ConfigError
+from nightseg.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The inference path of both strategies (Sun et al. 2019, Sec. III): night2day_inference puts the
 CycleGAN's night->day generator in front of a day-trained segmenter, augment segments directly.
-Evaluation (nightseg.evaluation), the benchmark (nightseg.bench) and anything that predicts or
+Evaluation (nightseg.inference.evaluation), the benchmark (nightseg.bench) and anything that predicts or
 exports use this one module, so they all run exactly what the scores were measured on.
 """
 
@@ -18,7 +18,7 @@ class SegmentationPipeline(nn.Module):
 
     ``translator``: a module with ``translate(images, "night2day")`` (nightseg.models.cyclegan's
     Translator), or None to segment the images as they are. ``gate``: an object whose
-    ``decide(images)`` returns one boolean per image (nightseg.gate.BrightnessGate); only the
+    ``decide(images)`` returns one boolean per image (nightseg.inference.gate.BrightnessGate); only the
     images it picks are translated, the others pass unchanged. ``segmenter``: any module from
     images in [0, 1] to logits (``nn.Identity()`` leaves the translator alone, as the benchmark's
     translator rows do).

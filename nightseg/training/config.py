@@ -10,9 +10,9 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import IGNORE_INDEX, ON_ERROR_CHOICES
-from nightseg.hardware import choose_precision, uses_cuda
-from nightseg.utils import ConfigError
+from nightseg.infra.hardware import choose_precision, uses_cuda
 
 MIN_SIZE = 32  # the encoders downsample by 8 and the PatchGAN by 8 more; below this nothing is left
 # Strategies that add night_count translated images to the segmenter's training set.
@@ -165,7 +165,7 @@ def data_spec(cfg: DictConfig, sets: Sequence, keys: Sequence[str],
 
 def trainer_spec(cfg: DictConfig, world_size: int = 1, precision=None) -> dict:
     """Trainer settings that change results, not the ones that only change logging: the precision
-    (as resolved for the device, see nightseg.hardware) and, for training on several processes,
+    (as resolved for the device, see nightseg.infra.hardware) and, for training on several processes,
     their number: N processes train on N times the global batch for 1/N of the steps, another
     recipe. A one-process spec stays exactly what it always was, so its cache keys do not move.
     """

@@ -15,7 +15,11 @@ from torchmetrics import Metric
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.utilities import dim_zero_cat
 
-from nightseg.utils import nan_to_none
+
+def nan_to_none(x: float) -> float | None:
+    """JSON has no NaN: classes absent from a test set are reported as null."""
+    return None if x != x else float(x)
+
 
 
 def scores_from_confusion(cm: torch.Tensor, class_names: Sequence[str]) -> dict:

@@ -8,11 +8,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from nightseg import distributed
-from nightseg.evaluation import Evaluation
-from nightseg.hardware import device_summary
-from nightseg.stages import Job
-from nightseg.utils import write_json
+from nightseg.core.files import write_json
+from nightseg.inference.evaluation import Evaluation
+from nightseg.infra import distributed
+from nightseg.infra.hardware import device_summary
+from nightseg.training.stages import Job
 
 
 def translation_scores(evaluations: Sequence[Evaluation]) -> dict | None:

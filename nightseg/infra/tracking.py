@@ -19,8 +19,8 @@ import numpy as np
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from nightseg import distributed
-from nightseg.visualize import save_png
+from nightseg.core.visualize import save_png
+from nightseg.infra import distributed
 
 log = logging.getLogger(__name__)
 

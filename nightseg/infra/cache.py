@@ -14,7 +14,7 @@ hash: a truncated, zeroed, edited or deleted file is named in one log line, the 
 aside to ``<key>.corrupt-<n>/`` (kept for inspection) and built again; it is never used silently.
 (A stage published by an older nightseg, without checksums, is trusted once and gets them.)
 
-Under DDP (several processes of one job, see nightseg.distributed) only global rank zero takes the
+Under DDP (several processes of one job, see nightseg.infra.distributed) only global rank zero takes the
 lock and decides "reuse or build"; every other rank follows that decision, so all ranks enter the
 same Trainer calls. While rank zero waits for another job's lock, the ranks meet every few seconds
 instead of in one long collective, which would time out during a long build elsewhere.
@@ -34,8 +34,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from nightseg import distributed
-from nightseg.utils import DataError, atomic_path, write_json
+from nightseg.core.errors import DataError
+from nightseg.core.files import atomic_path, write_json
+from nightseg.infra import distributed
 
 log = logging.getLogger(__name__)
 

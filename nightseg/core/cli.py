@@ -1,69 +1,15 @@
-"""Small shared helpers: errors for bad input, atomic file writes."""
+"""The commands' error handling: bad input, a diverged stage, a full disk or an unwritable
+directory leave a command with one line naming the key, file, stage or path and the fix."""
 
 from __future__ import annotations
 
 import errno
-import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key and how to fix it."""
-
-
-class DataError(RuntimeError):
-    """A dataset file or layout is bad; the message names the file and what is wrong."""
-
-
-class TrainingError(RuntimeError):
-    """A stage's training went wrong in a way a rerun will not fix by itself (a NaN or infinite
-    loss); the message names the stage, epoch, step and what to change. Nothing was published."""
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path`` atomically.
-
-    Works for files and directories alike: whatever the body creates at the temporary path
-    appears at ``path`` whole, or not at all if the body raises (or creates nothing).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    target = tmp / "item"
-    try:
-        yield target
-        if not target.exists() and not target.is_symlink():
-            return
-        if path.is_dir() and not path.is_symlink():
-            # os.replace cannot replace a non-empty directory; move the old one aside first.
-            old = tmp / "old"
-            os.replace(path, old)
-        os.replace(target, path)
-    finally:
-        _rmtree(tmp)
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def nan_to_none(x: float) -> float | None:
-    """JSON has no NaN: classes absent from a test set are reported as null."""
-    return None if x != x else float(x)
-
+from nightseg.core.errors import ConfigError, DataError, TrainingError
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)

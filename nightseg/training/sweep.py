@@ -2,7 +2,7 @@
 
 Without it, ``-m strategy=augment night_count=0,99999`` would train job 0 for minutes before job 1
 stops on its night_count. The callback expands the sweep as Hydra's basic sweeper does, composes
-each job's config and runs the same checks as a single run (``nightseg.config.validate`` and
+each job's config and runs the same checks as a single run (``nightseg.training.config.validate`` and
 ``check_catalog``), building each distinct dataset catalog once.
 """
 
@@ -17,8 +17,8 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nightseg.config import check_catalog, validate
-from nightseg.utils import ConfigError, DataError
+from nightseg.core.errors import ConfigError, DataError
+from nightseg.training.config import check_catalog, validate
 
 log = logging.getLogger(__name__)
 

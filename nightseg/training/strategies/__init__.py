@@ -1,7 +1,7 @@
 """The paper's two strategies and their combination, as plain linear code over the stages in
-nightseg.stages."""
+nightseg.training.stages."""
 
-from nightseg.strategies import augment, augment_night2day, night2day_inference
+from nightseg.training.strategies import augment, augment_night2day, night2day_inference
 
 # The Hydra config names the strategy (strategy.name); this dict is the only lookup.
 STRATEGIES = {

@@ -4,12 +4,12 @@ ratio study; every job of a sweep shares one translator and one set of generated
 
 from __future__ import annotations
 
-from nightseg.evaluation import evaluate, save_panels
+from nightseg.core.errors import ConfigError
+from nightseg.inference.evaluation import evaluate, save_panels
+from nightseg.inference.results import write_metrics
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
-from nightseg.results import write_metrics
-from nightseg.stages import Job, get_generated_night, get_segmenter, get_translator
-from nightseg.utils import ConfigError
+from nightseg.training.stages import Job, get_generated_night, get_segmenter, get_translator
 
 
 def augmented_segmenter(job: Job, night_count: int,
