@@ -24,15 +24,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nightseg.core.cli import errors_as_one_line
 from nightseg.core.errors import ConfigError
+from nightseg.deploy.pipelines import check_runtime, load_pipeline
 from nightseg.inference.evaluation import evaluate_pipeline, save_panels
-from nightseg.inference.loading import Classes, check_runtime, load_pipeline, resolve
+from nightseg.inference.loading import Classes, resolve
 from nightseg.inference.pipeline import SegmentationPipeline
 from nightseg.inference.results import print_table, write_metrics
 from nightseg.infra import distributed
-from nightseg.infra.cache import StageCache
 from nightseg.infra.hardware import resolve_trainer
+from nightseg.infra.job import Job
 from nightseg.training.config import check_catalog, validate_data
-from nightseg.training.stages import Job
 
 log = logging.getLogger("nightseg")
 
@@ -77,7 +77,8 @@ def evaluate_models(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     tracker = instantiate(cfg.logger, _recursive_=False, save_dir=run_dir, tags=["evaluate"],
                           group=None, name="evaluate",
                           run_config=OmegaConf.to_container(cfg, resolve=True))
-    job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(cfg.paths.cache_dir) / "stages"),
+    # Scoring trains nothing: a job context without a stage cache.
+    job = Job(cfg=cfg, run_dir=run_dir,
               tracker=tracker, catalog=catalog, world=world, trainer_kwargs=trainer_kwargs)
     pipeline, classes = loaded.pipeline, loaded.classes
     for stage, path in (("translator", models.translator), ("segmenter", models.segmenter),

@@ -51,7 +51,8 @@ from nightseg.core.cli import errors_as_one_line
 from nightseg.core.errors import ConfigError
 from nightseg.core.files import atomic_path
 from nightseg.core.visualize import palette
-from nightseg.inference.loading import Classes, check_runtime, load_pipeline, resolve
+from nightseg.deploy.pipelines import check_runtime, load_pipeline
+from nightseg.inference.loading import Classes, resolve
 from nightseg.infra.hardware import cpu_class, native_bf16
 
 log = logging.getLogger("nightseg")

@@ -26,10 +26,10 @@ from nightseg.core.cli import errors_as_one_line
 from nightseg.core.errors import ConfigError
 from nightseg.inference.results import print_table
 from nightseg.infra import distributed, preemption
-from nightseg.infra.cache import StageCache
+from nightseg.infra.cache import stage_cache
 from nightseg.infra.hardware import resolve_trainer
+from nightseg.infra.job import Job
 from nightseg.training.config import check_catalog, validate
-from nightseg.training.stages import Job
 from nightseg.training.strategies import STRATEGIES
 
 log = logging.getLogger("nightseg")
@@ -72,7 +72,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     check_catalog(cfg, catalog)
     log.info("data %s: %s", cfg.data.name, catalog.summary())
     tracker = instantiate(cfg.logger, _recursive_=False, **_tracker_kwargs(cfg, run_dir))
-    job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(cfg.paths.cache_dir) / "stages"),
+    job = Job(cfg=cfg, run_dir=run_dir, cache=stage_cache(cfg.paths.cache_dir),
               tracker=tracker, catalog=catalog, world=world, trainer_kwargs=trainer_kwargs)
     try:
         metrics = STRATEGIES[cfg.strategy.name](job)

@@ -65,10 +65,10 @@ def evaluate(args) -> None:
 
     from nightseg.inference.evaluation import evaluate as evaluate_sets
     from nightseg.infra import distributed
-    from nightseg.infra.cache import StageCache
+    from nightseg.infra.cache import stage_cache
+    from nightseg.infra.job import Job
     from nightseg.infra.tracking import Tracker
     from nightseg.models.cyclegan import CycleGANModule
-    from nightseg.training.stages import Job
     from tests.conftest import compose_cfg
 
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -81,7 +81,7 @@ def evaluate(args) -> None:
     translator = CycleGANModule(generator={"_target_": "nightseg.nets.generator.ResnetGenerator",
                                            "ngf": 8, "n_blocks": 2})
     run_dir = Path(args.out) / f"run{world}"
-    job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(args.cache) / "stages"),
+    job = Job(cfg=cfg, run_dir=run_dir, cache=stage_cache(args.cache),
               tracker=Tracker(run_dir), catalog=catalog)
     raw = evaluate_sets(job, segmenter.eval(), catalog.val + catalog.test)
     translated = evaluate_sets(job, segmenter, catalog.test, translator=translator.eval())
@@ -127,7 +127,7 @@ def sigterm(args) -> None:
 
     from nightseg.data.datamodules import SegmentationDataModule
     from nightseg.infra import preemption
-    from nightseg.training.stages import _CheckpointOnSigterm
+    from nightseg.training.callbacks import CheckpointOnSigterm
     from tests.test_loaders import _Recorder, coordinate_set
 
     class SignalledAtItsStep(_Recorder):
@@ -144,7 +144,7 @@ def sigterm(args) -> None:
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", strategy="ddp",
                          devices=int(os.environ["WORLD_SIZE"]), logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
-                         callbacks=[preemption.StopOnSignal(), _CheckpointOnSigterm(ckpt)])
+                         callbacks=[preemption.StopOnSignal(), CheckpointOnSigterm(ckpt)])
     try:
         trainer.fit(SignalledAtItsStep(), datamodule=dm)
         stopped = False

@@ -5,7 +5,8 @@ from omegaconf import OmegaConf
 
 from nightseg.core.errors import ConfigError
 from nightseg.infra.hardware import auto_precision
-from nightseg.training.config import trainer_spec, validate
+from nightseg.training.config import validate
+from nightseg.training.specs import trainer_spec
 from tests.conftest import CONF_DIR, compose_cfg
 
 

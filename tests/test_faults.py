@@ -194,7 +194,7 @@ def test_run_main_prints_one_line_for_a_full_disk(tmp_path, monkeypatch):
 
 
 def test_the_runner_compares_metrics_without_timings_and_relative_checkpoints(tmp_path):
-    from nightseg.faults import comparable, damage, markdown
+    from nightseg.tools.faults.runs import comparable, damage, markdown
 
     m = {"results": [1], "timings_s": {"segmenter": 1.0}, "stages": {"segmenter": "trained"},
          "checkpoints": {"segmenter": str(tmp_path / "a" / "stages" / "segmenter" / "k" / "model.ckpt")}}

@@ -22,7 +22,7 @@ from nightseg.data.io import batch_to_float
 from nightseg.infra import hardware
 from nightseg.predict import autocast_dtype as predict_dtype
 from nightseg.tools.bench.timing import autocast_dtype, training_precision
-from nightseg.training.config import trainer_spec
+from nightseg.training.specs import trainer_spec
 from tests.conftest import compose_cfg
 
 
@@ -146,7 +146,7 @@ def test_auto_precision_on_gpus(fake_gpu, capability, precision):
 def test_a_cpu_held_to_avx2_resolves_to_fp32_for_real():
     """This machine's own CPU under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (on an AVX2-only
     CPU the same without the variables): what torch reports there, not a fake, says fp32."""
-    code = ("from nightseg import hardware; c = hardware.cpu_class(); "
+    code = ("from nightseg.infra import hardware; c = hardware.cpu_class(); "
             "print(c.tier, hardware.auto_precision(cuda=False)[0], hardware.device_summary('cpu'))")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

@@ -17,7 +17,8 @@ from PIL import Image
 
 from nightseg.core.errors import ConfigError
 from nightseg.core.visualize import CITYSCAPES_PALETTE
-from nightseg.inference.loading import Models, load_pipeline, load_segmenter, load_translator, resolve
+from nightseg.deploy.pipelines import load_pipeline
+from nightseg.inference.loading import Models, load_segmenter, load_translator, resolve
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.models.segmentation import SegmentationModule
 from tests.conftest import CONF_DIR, REPO, SMALL_D, SMALL_G, compose_cfg, read_metrics
@@ -160,7 +161,7 @@ def test_onnxruntime_runs_the_same_pipeline_exported_once(tmp_path, checkpoints)
     """runtime=onnxruntime: the checkpoints exported once into the stage cache (parity-checked),
     then run by onnxruntime in the torch modules' places, the gate included; evaluate and predict
     take it alike."""
-    from nightseg.export import OnnxPipeline, OnnxTranslator
+    from nightseg.deploy.runtime import OnnxPipeline, OnnxTranslator
 
     cache = checkpoints["root"]  # the stage cache the predict call below names too
     models = Models(checkpoints["segmenter"], checkpoints["translator"], checkpoints["gate"])

@@ -24,7 +24,8 @@ from nightseg.data.catalog import SampleSet
 from nightseg.data.datamodules import SegmentationDataModule
 from nightseg.inference.pipeline import SegmentationPipeline
 from nightseg.infra import distributed
-from nightseg.training.stages import Job, make_trainer
+from nightseg.infra.job import Job
+from nightseg.infra.trainer import make_trainer
 
 # The keys of a result row in metrics.json.
 ROW_KEYS = ("test_set", "condition", "miou", "pixel_acc", "mean_acc", "per_class_iou")

@@ -3,17 +3,18 @@
 ``python -m nightseg.evaluate`` and ``python -m nightseg.predict`` both take the ``models`` block
 of conf/shared/models.yaml: a run directory (its metrics.json lists the checkpoints it was scored
 with), stage-cache keys, or checkpoint paths. :func:`resolve` turns that into file paths,
-:func:`load_pipeline` into the module that runs them, so both commands run exactly what a run's
-evaluation ran (nightseg.inference.pipeline). Every mistake a user can make here (a missing file, a
-translator checkpoint given as the segmenter, weights that do not fit their hyperparameters, a
-segmenter for other classes than the data's) stops with one line naming the key, the path and the
-fix (ConfigError), before any image is read.
+:func:`load_models` into the module that runs them, so both commands run exactly what a run's
+evaluation ran (nightseg.inference.pipeline); the export and the bench load checkpoints here
+too. Every mistake a user can make here (a missing file, a translator checkpoint given as the
+segmenter, weights that do not fit their hyperparameters, a segmenter for other classes than the
+data's) stops with one line naming the key, the path and the fix (ConfigError), before any image
+is read.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,16 +24,13 @@ from omegaconf import DictConfig
 from nightseg.core.errors import ConfigError
 from nightseg.inference.gate import BrightnessGate
 from nightseg.inference.pipeline import SegmentationPipeline
+from nightseg.infra.cache import ARTEFACTS, is_stage_key, stage_cache
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.models.distill import DistillationModule
 from nightseg.models.segmentation import SegmentationModule
 
-RUNTIMES = ("torch", "onnxruntime")
-# A stage-cache key (nightseg.infra.cache.stage_key): 16 hex digits.
-_KEY = re.compile(r"^[0-9a-f]{16}$")
-# What each stage publishes under <cache>/stages/<kind>/<key>/.
-_ARTEFACTS = {"segmenter": ("segmenter", "model.ckpt"), "translator": ("translator", "model.ckpt"),
-              "gate": ("gate", "gate.json")}
+# The models a user names, as stage kinds of the cache (nightseg.infra.cache owns the layout).
+_KINDS = ("segmenter", "translator", "gate")
 # Conditions of a run's result rows that put its translator (and gate) in front of the segmenter.
 _TRANSLATED = ("night2day", "night2day_gated")
 # An explicit "no translator / no gate", where null means "the run's, if any".
@@ -73,21 +71,21 @@ def resolve(models: DictConfig, cache_dir: str | Path) -> Models:
             raise ConfigError(f"models.run={run_dir}: no metrics.json there; give the directory of a "
                               "finished run (outputs/<date>/<time>, or a sweep job's directory)")
         run = json.loads(metrics_file.read_text())
-        from_run = {k: v for k, v in run.get("checkpoints", {}).items() if k in _ARTEFACTS}
+        from_run = {k: v for k, v in run_checkpoints(run_dir, run).items() if k in _KINDS}
         conditions = {r["condition"] for r in run.get("results", [])}
         if not conditions & set(_TRANSLATED):
             from_run.pop("translator", None)  # trained for augment's images, not used at test time
         if "night2day_gated" not in conditions:
             from_run.pop("gate", None)
     paths: dict[str, Path | None] = {}
-    for kind in _ARTEFACTS:
+    for kind in _KINDS:
         value = models.get(kind)
         if value is not None and str(value) == NONE:
             paths[kind] = None
         elif value is not None:
             paths[kind] = _path(kind, str(value), Path(cache_dir))
         elif kind in from_run:
-            paths[kind] = _exists(kind, Path(from_run[kind]), f"models.run={models.run}")
+            paths[kind] = _exists(kind, from_run[kind], f"models.run={models.run}")
         else:
             paths[kind] = None
     if paths["segmenter"] is None:
@@ -100,18 +98,77 @@ def resolve(models: DictConfig, cache_dir: str | Path) -> Models:
     return Models(paths["segmenter"], paths["translator"], paths["gate"], run)
 
 
+def run_checkpoints(run_dir: Path, metrics: dict | None = None) -> dict[str, Path]:
+    """The checkpoints a run's metrics.json lists, by stage. Relative paths there are relative to
+    the directory the run was started from (its hydra.runtime.cwd), else to the current one."""
+    if metrics is None:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    bases = [*_run_cwd(Path(run_dir)), Path.cwd()]
+    found = {}
+    for kind, value in metrics.get("checkpoints", {}).items():
+        p = Path(value)
+        found[kind] = p if p.is_absolute() else next((b / p for b in bases if (b / p).exists()), p)
+    return found
+
+
+def _run_cwd(run_dir: Path) -> list[Path]:
+    hydra = run_dir / ".hydra" / "hydra.yaml"
+    if hydra.is_file():
+        from omegaconf import OmegaConf
+
+        cwd = OmegaConf.load(hydra).hydra.runtime.get("cwd")
+        if cwd:
+            return [Path(cwd)]
+    return []
+
+
+def checkpoints_from_options(run_dir: str | os.PathLike | None = None, segmenter: str | None = None,
+                       translator: str | None = None, cache_dir: str | os.PathLike | None = None
+                       ) -> dict[str, Path]:
+    """``{"segmenter": path, "translator": path}`` (either may be missing) from a run directory
+    (its metrics.json's "checkpoints"), stage-cache keys or checkpoint paths;
+    ``segmenter``/``translator`` override the run's: the options ``--run``, ``--segmenter``,
+    ``--translator`` and ``--cache-dir`` of python -m nightseg.export and python -m nightseg.bench
+    (a run's checkpoints relative to the directory it was started from, as :func:`resolve`).
+    """
+    found: dict[str, Path] = {}
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        if not (run_dir / "metrics.json").is_file():
+            raise ConfigError(f"--run {run_dir}: no metrics.json there; name a finished run's "
+                              "directory, or give --segmenter/--translator checkpoints or cache keys")
+        listed = run_checkpoints(run_dir)
+        found.update({k: listed[k] for k in ("segmenter", "translator") if k in listed})
+    cache_dir = Path(cache_dir or os.environ.get("NIGHTSEG_CACHE_DIR", ".cache/nightseg"))
+    for kind, name in (("segmenter", segmenter), ("translator", translator)):
+        if name is None:
+            continue
+        p = Path(name)
+        key = is_stage_key(name) and not p.exists()
+        found[kind] = stage_cache(cache_dir).published(kind, name) if key else p
+    for kind, p in found.items():
+        if not p.is_file():
+            raise ConfigError(f"{p}: the {kind} checkpoint does not exist; check --{kind} (a "
+                              f"checkpoint path or a cache key under --cache-dir {cache_dir}) "
+                              "or --run")
+    if not found:
+        raise ConfigError("nothing to export: give --run RUN_DIR, or --segmenter and/or --translator")
+    return found
+
+
 def _path(kind: str, value: str, cache_dir: Path) -> Path:
     """A checkpoint path, a stage directory holding it, or a stage-cache key."""
-    stage_kind, artefact = _ARTEFACTS[kind]
+    artefact = ARTEFACTS[kind]
     path = Path(value)
-    if not path.exists() and _KEY.match(value):
-        path = cache_dir / "stages" / stage_kind / value / artefact
+    if not path.exists() and is_stage_key(value):
+        cache = stage_cache(cache_dir)
+        path = cache.published(kind, value)
         if not path.exists():
-            for other, (other_kind, other_artefact) in _ARTEFACTS.items():
-                if (cache_dir / "stages" / other_kind / value / other_artefact).exists():
-                    raise ConfigError(f"models.{kind}={value} is the key of a {other_kind}, not of a "
-                                      f"{stage_kind}; it belongs in models.{other}")
-            raise ConfigError(f"models.{kind}={value}: no {stage_kind} with that key in the stage "
+            for other in _KINDS:
+                if cache.published(other, value).exists():
+                    raise ConfigError(f"models.{kind}={value} is the key of a {other}, not of a "
+                                      f"{kind}; it belongs in models.{other}")
+            raise ConfigError(f"models.{kind}={value}: no {kind} with that key in the stage "
                               f"cache ({path} is missing); check paths.cache_dir (now {cache_dir}) "
                               "or give the checkpoint's path")
         return path
@@ -123,7 +180,7 @@ def _path(kind: str, value: str, cache_dir: Path) -> Path:
 def _exists(kind: str, path: Path, given: str) -> Path:
     if not path.is_file():
         raise ConfigError(f"{given}: the {kind} file {path} does not exist; give an existing "
-                          f"{_ARTEFACTS[kind][1]} (a run's metrics.json lists them under "
+                          f"{ARTEFACTS[kind]} (a run's metrics.json lists them under "
                           "checkpoints; a cleared stage cache is rebuilt by rerunning the run)")
     return path
 
@@ -219,33 +276,13 @@ class Loaded:
     classes: Classes
 
 
-def check_runtime(runtime: str) -> None:
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"runtime={runtime}: use {' or '.join(RUNTIMES)}")
-
-
-def load_pipeline(models: Models, runtime: str = "torch",
-                  cache_dir: str | Path = ".cache/nightseg") -> Loaded:
-    """The one place a pipeline is made from trained models, for evaluate and predict alike.
-
-    ``runtime=torch`` runs the checkpoints' own modules (on the device and precision the caller
-    chooses). ``runtime=onnxruntime`` runs the same checkpoints exported to ONNX (segmenter and
-    night->day generator, exported and parity-checked once per checkpoint into ``cache_dir``'s
-    stage cache by nightseg.export) in onnxruntime, fp32, in the places of the torch modules:
-    everything downstream only calls ``segmenter(images)`` and
-    ``translator.translate(images, "night2day")``, the gate included.
-    """
-    check_runtime(runtime)
+def load_models(models: Models) -> Loaded:
+    """The one place trained models are loaded, for evaluate, predict, export and bench alike: the
+    checkpoints' own modules (checked, in eval mode, on the CPU) in one SegmentationPipeline. The
+    runtime they run in is the caller's choice (nightseg.deploy.pipelines.load_pipeline)."""
     segmenter = load_segmenter(models.segmenter)
     translator = load_translator(models.translator) if models.translator is not None else None
     gate = load_gate(models.gate) if models.gate is not None else None
     hp = segmenter.hparams
     classes = Classes(list(hp.class_names), int(hp.ignore_index))
-    if runtime == "onnxruntime":
-        from nightseg.export import OnnxPipeline, OnnxTranslator, runtime_graphs
-
-        graphs = runtime_graphs(models.segmenter, segmenter, models.translator, translator, cache_dir)
-        segmenter = OnnxPipeline(graphs["segmenter"])
-        if translator is not None:
-            translator = OnnxTranslator(graphs["night2day"], "night2day")
     return Loaded(SegmentationPipeline(segmenter, translator, gate).eval(), classes)

@@ -12,7 +12,7 @@ from nightseg.core.files import write_json
 from nightseg.inference.evaluation import Evaluation
 from nightseg.infra import distributed
 from nightseg.infra.hardware import device_summary
-from nightseg.training.stages import Job
+from nightseg.infra.job import Job
 
 
 def translation_scores(evaluations: Sequence[Evaluation]) -> dict | None:

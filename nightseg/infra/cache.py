@@ -43,6 +43,22 @@ log = logging.getLogger(__name__)
 # Bump when the meaning of a cached artefact changes, so old entries are not reused.
 CACHE_VERSION = 1
 
+# The layout, said here only: <paths.cache_dir>/stages/<kind>/<key>/<artefact>, with spec.json and
+# checksums.json beside the artefact and work/ (the resume checkpoint) while it is being built.
+STAGES_DIR = "stages"
+ARTEFACTS = {"translator": "model.ckpt", "night_images": "images", "segmenter": "model.ckpt",
+             "gate": "gate.json", "onnx": "graphs"}
+
+
+def is_stage_key(text: str) -> bool:
+    """Whether ``text`` has the form of a stage key (:func:`stage_key`: 16 hex digits)."""
+    return len(text) == 16 and all(ch in "0123456789abcdef" for ch in text)
+
+
+def stage_cache(cache_dir: str | os.PathLike) -> StageCache:
+    """The stage cache of ``paths.cache_dir``."""
+    return StageCache(Path(cache_dir) / STAGES_DIR)
+
 
 def stage_key(spec: Mapping) -> str:
     """A short stable hash of a JSON-serialisable spec (keys sorted)."""
@@ -199,6 +215,10 @@ class StageCache:
 
     def stage(self, kind: str, spec: Mapping, artefact: str) -> Stage:
         return Stage(kind, stage_key(spec), self.root, artefact)
+
+    def published(self, kind: str, key: str) -> Path:
+        """Where the artefact of a ``kind`` stage (one of :data:`ARTEFACTS`) with ``key`` is."""
+        return Stage(kind, key, self.root, ARTEFACTS[kind]).path
 
     def obtain(self, kind: str, spec: Mapping, artefact: str,
                build: Callable[[Stage, Path], None]) -> tuple[Path, str]:

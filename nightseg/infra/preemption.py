@@ -6,8 +6,8 @@ cluster sets ``SlurmctldParameters=preempt_send_user_signal``). The signal is US
 plain sbatch script (Lightning's convention). nightseg answers both alike:
 
 1. the stage in training stops after its current step and saves that step as its resume checkpoint
-   (the path SIGTERM takes, :class:`nightseg.training.stages._CheckpointOnSigterm`); outside training the job
-   stops where it is (the stage cache publishes atomically, so nothing is half-written);
+   (the path SIGTERM takes, :class:`nightseg.training.callbacks.CheckpointOnSigterm`); outside
+   training the job stops where it is (the stage cache publishes atomically, so nothing is half-written);
 2. the job is requeued once: by submitit where submitit started it (its handler, which this module
    calls after the checkpoint is saved, rewrites the job pickle and counts time limits against
    ``hydra.launcher.max_num_timeout``), else by ``scontrol requeue $SLURM_JOB_ID`` from global rank zero;

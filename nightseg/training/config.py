@@ -1,4 +1,5 @@
-"""Checks of the composed config that run before any training, and the cache specs derived from it.
+"""Checks of the composed config that run before any training (the cache-key specs derived from it
+are nightseg.training.specs').
 
 Every error names the key and how to fix it; Hydra itself already rejects unknown group options
 ("Could not find 'strategy/foo'") and unknown keys without a ``+``.
@@ -12,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import IGNORE_INDEX, ON_ERROR_CHOICES
-from nightseg.infra.hardware import choose_precision, uses_cuda
 
 MIN_SIZE = 32  # the encoders downsample by 8 and the PatchGAN by 8 more; below this nothing is left
 # Strategies that add night_count translated images to the segmenter's training set.
@@ -136,42 +136,3 @@ def validate_data(cfg: DictConfig) -> None:
     _check_positive(cfg, "data.num_workers", allow_zero=True)
     if cfg.data.on_error not in ON_ERROR_CHOICES:
         raise ConfigError(f"data.on_error={cfg.data.on_error}: use {' or '.join(ON_ERROR_CHOICES)}")
-
-
-# The data settings that change what each stage learns or produces (data_spec's ``keys``).
-TRANSLATOR_DATA_KEYS = ("resize", "translate_crop", "translate_batch_size", "hflip")
-SEGMENTER_DATA_KEYS = ("resize", "train_crop", "batch_size", "hflip")
-GENERATED_DATA_KEYS = ("resize",)
-
-
-def data_spec(cfg: DictConfig, sets: Sequence, keys: Sequence[str],
-              class_names: Sequence[str] | None = None) -> dict:
-    """The part of the data that determines what a stage is trained on, for its cache key.
-
-    Only the stage's training sets (their files, label mappings and own sizes; see
-    ``SampleSet.fingerprint``) and the data settings in ``keys``: validation and test sets, loader
-    settings and error handling do not change a trained model, so adding a test set or pointing a
-    test root elsewhere re-scores cached models instead of retraining them (issue 9). Moving a
-    dataset root keeps the keys too.
-    """
-    spec = {"sets": [s.fingerprint() for s in sets]}
-    for key in keys:
-        value = OmegaConf.select(cfg, f"data.{key}")
-        spec[key] = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    if class_names is not None:
-        spec["classes"] = list(class_names)
-    return spec
-
-
-def trainer_spec(cfg: DictConfig, world_size: int = 1, precision=None) -> dict:
-    """Trainer settings that change results, not the ones that only change logging: the precision
-    (as resolved for the device, see nightseg.infra.hardware) and, for training on several processes,
-    their number: N processes train on N times the global batch for 1/N of the steps, another
-    recipe. A one-process spec stays exactly what it always was, so its cache keys do not move.
-    """
-    if precision is None:  # as the job resolves it: trainer.precision=auto is never a key's value
-        precision = choose_precision(cfg.trainer.precision, uses_cuda(cfg.trainer.get("accelerator", "auto")))
-    spec = {"precision": str(precision)}
-    if world_size > 1:
-        spec["world_size"] = int(world_size)
-    return spec

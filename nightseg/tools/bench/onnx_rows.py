@@ -2,10 +2,10 @@
 what int8 costs in mIoU on a dataset's test sets.
 
 Speed rows export the bench's own modules (untrained weights, as for the PyTorch rows: speed does
-not depend on them) with nightseg.export, quantize them with calibration images drawn like the
+not depend on them) with nightseg.deploy, quantize them with calibration images drawn like the
 parity inputs (smooth random images: the ranges, not the speed, depend on them), and time
 ``session.run`` on the same input as the PyTorch rows. The mIoU rows use trained models and
-calibrate on the dataset's training images (nightseg.export.calibration_sets), never test frames.
+calibrate on the dataset's training images (nightseg.quantize.calibration_sets), never test frames.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nightseg import export
+from nightseg.deploy import export, graphs, parity, quantize, runtime
 from nightseg.inference.pipeline import SegmentationPipeline
 
 SPEED_CALIBRATION_IMAGES = 16
@@ -31,9 +31,9 @@ def graph_for(model: nn.Module) -> tuple[nn.Module, list[str]]:
     translator alone (identity segmenter), or a segmenter."""
     if isinstance(model, SegmentationPipeline):
         if isinstance(model.segmenter, nn.Identity):
-            return export.GeneratorGraph(model.translator, "night2day"), ["translated"]
-        return export.PipelineGraph(model), ["logits", "day"]
-    return export.SegmenterGraph(model), ["logits"]
+            return graphs.GeneratorGraph(model.translator, "night2day"), ["translated"]
+        return graphs.PipelineGraph(model), ["logits", "day"]
+    return graphs.SegmenterGraph(model), ["logits"]
 
 
 def time_session(sess, image: np.ndarray, runs: int, warmup: int) -> float:
@@ -54,14 +54,14 @@ def bench_onnx(model: nn.Module, image: torch.Tensor, macs: float, peak_gflops: 
     the max abs difference of int8's first output to fp32's on the timed input."""
     module, outputs = graph_for(model)
     batch, _, h, w = image.shape
-    fp32 = export.export_onnx(module, work_dir / "fp32.onnx", outputs, example_size=(h, w))
-    calibration = (export.parity_images(1, (h, w), seed=1 + i).numpy()
+    fp32 = graphs.export_onnx(module, work_dir / "fp32.onnx", outputs, example_size=(h, w))
+    calibration = (parity.parity_images(1, (h, w), seed=1 + i).numpy()
                    for i in range(SPEED_CALIBRATION_IMAGES))
-    int8 = export.quantize_int8(fp32, work_dir / "int8.onnx", calibration)
+    int8 = quantize.quantize_int8(fp32, work_dir / "int8.onnx", calibration)
     x = np.ascontiguousarray(image.float().cpu().numpy())
     result, first = {}, {}
     for name, path in (("fp32", fp32), ("int8", int8)):
-        sess = export.session(path, threads=threads)
+        sess = runtime.session(path, threads=threads)
         s = time_session(sess, x, runs, warmup)
         first[name] = sess.run(None, {sess.get_inputs()[0].name: x})[0]
         result[name] = {"ms": s * 1e3, "fps": batch / s,
@@ -100,12 +100,12 @@ def int8_cost(segmenter, translator, catalog, resize, calibration_count: int = 6
     hp = segmenter.hparams
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
         export.export_models(tmp, segmenter, translator, graphs=[graph], sizes=[tuple(resize or (96, 192))],
-                             int8=True, calibration=lambda g, n: export.calibration_images(
-                                 export.calibration_sets(catalog, g), n, resize),
+                             int8=True, calibration=lambda g, n: quantize.calibration_images(
+                                 quantize.calibration_sets(catalog, g), n, resize),
                              calibration_count=calibration_count, threads=threads)
         runs = {"pytorch_fp32": pipeline,
-                "onnxruntime_fp32": export.OnnxPipeline(Path(tmp) / f"{graph}.onnx", threads=threads),
-                "onnxruntime_int8": export.OnnxPipeline(Path(tmp) / f"{graph}.int8.onnx", threads=threads)}
+                "onnxruntime_fp32": runtime.OnnxPipeline(Path(tmp) / f"{graph}.onnx", threads=threads),
+                "onnxruntime_int8": runtime.OnnxPipeline(Path(tmp) / f"{graph}.int8.onnx", threads=threads)}
         rows = []
         for s in catalog.test:
             row = {"test_set": s.name, "condition": pipeline.condition}

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from nightseg.core.paths import REPO
+
 BASE = ["experiment=smoke", "logger=csv", "trainer.deterministic=true", "strategy=augment", "night_count=8"]
 # Events of a run, in order: (name, test on the run log's text or the run directory).
 EVENTS: list[tuple[str, Callable[[str, Path], bool]]] = [

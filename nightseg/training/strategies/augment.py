@@ -7,9 +7,10 @@ from __future__ import annotations
 from nightseg.core.errors import ConfigError
 from nightseg.inference.evaluation import evaluate, save_panels
 from nightseg.inference.results import write_metrics
+from nightseg.infra.job import Job
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
-from nightseg.training.stages import Job, get_generated_night, get_segmenter, get_translator
+from nightseg.training.stages import get_generated_night, get_segmenter, get_translator
 
 
 def augmented_segmenter(job: Job, night_count: int,

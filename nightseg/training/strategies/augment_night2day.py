@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from nightseg.inference.evaluation import evaluate, save_panels
 from nightseg.inference.results import write_metrics
-from nightseg.training.stages import Job, get_translator
+from nightseg.infra.job import Job
+from nightseg.training.stages import get_translator
 from nightseg.training.strategies.augment import augmented_segmenter
 from nightseg.training.strategies.night2day_inference import evaluate_translated
 

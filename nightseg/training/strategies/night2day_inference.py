@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from nightseg.inference.evaluation import Evaluation, evaluate, save_panels
 from nightseg.inference.results import write_metrics
+from nightseg.infra.job import Job
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
-from nightseg.training.stages import Job, get_gate, get_segmenter, get_translator
+from nightseg.training.stages import get_gate, get_segmenter, get_translator
 
 
 def evaluate_translated(job: Job, segmenter: SegmentationModule, translator: Translator) -> Evaluation:
