@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
+from nightseg.core.classes import CITYSCAPES_CLASSES, IGNORE_INDEX
 
 # The Cityscapes train-id colours (Cordts et al. 2016), used for any 19-class label map.
 CITYSCAPES_PALETTE = np.array([

@@ -8,15 +8,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from nightseg.data.catalog import DataCatalog
 from nightseg.infra import preemption
 from nightseg.infra.cache import StageCache
 from nightseg.infra.distributed import World
 from nightseg.infra.hardware import resolve_trainer
 from nightseg.infra.tracking import Tracker
+
+if TYPE_CHECKING:  # annotations only: the job context sits below the data layer
+    from nightseg.data.catalog import DataCatalog
 
 log = logging.getLogger(__name__)
 
