@@ -19,8 +19,8 @@ from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, init_worker
 from nightseg.data.io import batch_to_float
+from nightseg.inference.device import inference_autocast_dtype as predict_dtype
 from nightseg.infra import hardware
-from nightseg.predict import autocast_dtype as predict_dtype
 from nightseg.tools.bench.timing import autocast_dtype, training_precision
 from nightseg.training.specs import trainer_spec
 from tests.conftest import compose_cfg
