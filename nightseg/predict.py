@@ -46,7 +46,6 @@ from nightseg.inference.writers import VideoWriter, Writer
 log = logging.getLogger("nightseg")
 
 
-
 # ---- running -----------------------------------------------------------------------------------
 class _FpsColumn(ProgressColumn):
     """Frames per second so far."""

@@ -65,6 +65,7 @@ def _job(root: str, log: str) -> None:
     StageCache(root).obtain("translator", {"same": True}, "model.ckpt", build)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_build_the_same_artefact_once(tmp_path):
     log = tmp_path / "builds.log"
     ctx = mp.get_context("spawn")
@@ -89,6 +90,7 @@ def _hold_lock_then_publish(root: str, ready: str) -> None:
         stage.path.write_text("theirs")
 
 
+@pytest.mark.slow
 def test_rank_zero_waits_for_another_job_in_short_meetings(tmp_path, monkeypatch):
     """While another job holds the lock, rank zero tells the other ranks "wait" every few seconds
     (a collective each time) instead of keeping them in one collective for the whole build,

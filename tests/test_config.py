@@ -106,6 +106,7 @@ def test_unknown_group_option_is_rejected_by_hydra():
         compose_cfg(["strategy=nonsense"])
 
 
+@pytest.mark.slow
 def test_command_line_reports_bad_input_in_one_line():
     import subprocess
     import sys
@@ -133,6 +134,7 @@ def test_a_night_count_above_the_rendered_pool_stops_before_rendering(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_checks_every_job_before_the_first_starts(tmp_path):
     """The bad job is the last one; nothing may be trained before the sweep is refused."""
     import subprocess

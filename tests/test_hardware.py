@@ -143,6 +143,7 @@ def test_auto_precision_on_gpus(fake_gpu, capability, precision):
     assert hardware.resolve_trainer(trainer)["precision"] == precision
 
 
+@pytest.mark.slow
 def test_a_cpu_held_to_avx2_resolves_to_fp32_for_real():
     """This machine's own CPU under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (on an AVX2-only
     CPU the same without the variables): what torch reports there, not a fake, says fp32."""

@@ -294,6 +294,7 @@ def test_sigterm_stops_without_requeue(preemption, tmp_path, monkeypatch):
     assert not calls.exists()
 
 
+@pytest.mark.slow
 def test_sigterm_as_a_trainer_ends_stops_before_the_next_stage(preemption, tmp_path):
     """SIGTERM after a Trainer's loops (here in on_train_end): Lightning sets its flag but no loop
     acts on it any more; the job must still stop between stages, with 143, instead of going on."""

@@ -301,6 +301,7 @@ def test_predict_bad_options(tmp_path, checkpoints, override, message):
         _predict(tmp_path, checkpoints, tmp_path / "x.png", override)
 
 
+@pytest.mark.slow
 def test_predict_command_prints_one_line_for_a_translator_given_as_segmenter(tmp_path, checkpoints):
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "x.png")
     proc = subprocess.run([sys.executable, "-m", "nightseg.predict", f"input={tmp_path / 'x.png'}",
