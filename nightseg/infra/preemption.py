@@ -32,9 +32,8 @@ records the request (:func:`pending`); the ranks agree on it after every trainin
 batch (one all-reduce, :class:`StopOnSignal`) and between stages (:func:`check`), and only
 then is Lightning's stop flag set, on every rank at once. Lightning's own SIGTERM handler is replaced
 in every nightseg Trainer: it runs a ``broadcast`` from inside the signal handler (pytorch-lightning
-2.6), which pairs with whatever collective the other rank is in at that moment; with two gloo ranks
-and SIGTERM sent to both during segmenter training, both hung until torchrun killed them, with no
-resume checkpoint. Global rank zero alone requeues.
+2.6), which pairs with whatever collective the other rank is in at that moment (why that hangs, and
+how it was found: experiments/reliability/README.md). Global rank zero alone requeues.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def data_spec(cfg: DictConfig, sets: Sequence, keys: Sequence[str],
     Only the stage's training sets (their files, label mappings and own sizes; see
     ``SampleSet.fingerprint``) and the data settings in ``keys``: validation and test sets, loader
     settings and error handling do not change a trained model, so adding a test set or pointing a
-    test root elsewhere re-scores cached models instead of retraining them (issue 9). Moving a
+    test root elsewhere re-scores cached models instead of retraining them. Moving a
     dataset root keeps the keys too.
     """
     spec = {"sets": [s.fingerprint() for s in sets]}
