@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 # The layout, said here only: <paths.cache_dir>/stages/<kind>/<key>/<artefact>, with spec.json and
-# checksums.json beside the artefact and work/ (the resume checkpoint) while it is being built.
+# checksums.json beside the artefact and work/ (the resume checkpoint) while it is being built. The
+# generated night images (stage "generated_night" in metrics.json and the log) are kind night_images.
 STAGES_DIR = "stages"
 ARTEFACTS = {"translator": "model.ckpt", "night_images": "images", "segmenter": "model.ckpt",
              "gate": "gate.json", "onnx": "graphs"}

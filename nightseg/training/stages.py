@@ -166,7 +166,7 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
         # Every rank writes its share into the shared work directory; rank zero then publishes it.
         shared = stage.work_dir / "images"
         writer = _PngWriter(shared)
-        trainer = make_trainer(job, "generate", callbacks=[writer])
+        trainer = make_trainer(job, "generated_night", callbacks=[writer])
         trainer.predict(_Day2Night(translator), loader, return_predictions=False)
         # Rank zero lists what every rank wrote: a position no rank wrote was skipped (a bad
         # file); one written elsewhere but missing here means the ranks do not share the disk.
@@ -189,7 +189,7 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
         write_json(shared / "manifest.json", manifest)
         shared.rename(out)
 
-    with job.timed("generate_night"):
+    with job.timed("generated_night"):
         path, status = job.cache.obtain("night_images", spec, ARTEFACTS["night_images"], build)
     job.record("generated_night", status, path)
     manifest = json.loads((path / "manifest.json").read_text())
