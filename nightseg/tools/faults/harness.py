@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from nightseg.infra.cache import STAGES_DIR
 from nightseg.tools.faults.runs import (
     WINDOWS,
     Run,
@@ -119,7 +120,7 @@ class Harness:
         trial.torn = len(torn)
         stopped_at: list[str] = []
         if sig == signal.SIGTERM:
-            ckpts = list((run.cache / "stages").glob("*/*/work/last.ckpt"))
+            ckpts = list((run.cache / STAGES_DIR).glob("*/*/work/last.ckpt"))
             log_path = run.run_dir / "run.log"
             log = log_path.read_text(errors="replace") if log_path.exists() else ""
             # One line per rank that stopped a Trainer's training and saved the step.
@@ -227,7 +228,7 @@ class Harness:
                 if keep:
                     shutil.copytree(self.ref.cache, mnt / "cache", symlinks=True)
                     for kind_dir in ("translator", "night_images", "segmenter")[keep - 1:]:
-                        shutil.rmtree(mnt / "cache" / "stages" / kind_dir, ignore_errors=True)
+                        shutil.rmtree(mnt / "cache" / STAGES_DIR / kind_dir, ignore_errors=True)
                 else:
                     (mnt / "cache").mkdir()
                 mount(mnt, "remount,ro")
@@ -259,7 +260,7 @@ class Harness:
             run = complete(Run(d / "cache", d / "run"), _nan_prelude(stage, step))
             trial = Trial()
             line = last_line(run.stderr)
-            published_stage = list((run.cache / "stages" / stage).glob("*/model.ckpt"))
+            published_stage = list((run.cache / STAGES_DIR / stage).glob("*/model.ckpt"))
             trial.ok = (run.returncode == 1 and line.startswith(f"error: stage {stage}: the training loss "
                                                                  "is not finite") and "by step" in line
                         and not published_stage)
@@ -312,7 +313,7 @@ runpy.run_module("nightseg.run", run_name="__main__", alter_sys=True)
 
 
 def _corrupt(cache: Path, how: str, rng: random.Random) -> Path:
-    stages = cache / "stages"
+    stages = cache / STAGES_DIR
     if how in ("truncate-ckpt", "zero-ckpt"):
         target = rng.choice(sorted(stages.glob("*/*/model.ckpt")))
         size = target.stat().st_size
@@ -338,7 +339,7 @@ def _corrupt(cache: Path, how: str, rng: random.Random) -> Path:
 
 
 def _stage_dir(path: Path) -> Path:
-    while path.parent.parent.name != "stages":
+    while path.parent.parent.name != STAGES_DIR:
         path = path.parent
     return path
 

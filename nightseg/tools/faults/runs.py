@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nightseg.core.paths import REPO
+from nightseg.infra.cache import ARTEFACTS as STAGE_ARTEFACTS
+from nightseg.infra.cache import STAGES_DIR
 
 BASE = ["experiment=smoke", "logger=csv", "trainer.deterministic=true", "strategy=augment", "night_count=8"]
 # Events of a run, in order: (name, test on the run log's text or the run directory).
@@ -35,7 +37,8 @@ WINDOWS = {"translator": ("start_translator", "end_translator"),
            "segmenter": ("start_segmenter", "end_segmenter"),
            "evaluate": ("end_segmenter", "start_report"),
            "report": ("start_report", "exit")}
-ARTEFACTS = ("model.ckpt", "images", "gate.json")
+# What a published stage directory holds (nightseg.infra.cache owns the layout).
+ARTEFACTS = tuple(sorted(set(STAGE_ARTEFACTS.values())))
 RUN_TIMEOUT_S = 900
 
 
@@ -182,7 +185,7 @@ def comparable(metrics: dict | None, cache: Path) -> dict | None:
 def published(cache: Path) -> dict[str, tuple[int, int]]:
     """Every published artefact of the cache: path -> (inode, mtime_ns)."""
     out = {}
-    for stage_dir in (cache / "stages").glob("*/*"):
+    for stage_dir in (cache / STAGES_DIR).glob("*/*"):
         if not stage_dir.is_dir() or ".corrupt-" in stage_dir.name:
             continue
         for name in ARTEFACTS:
