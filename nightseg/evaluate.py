@@ -3,11 +3,13 @@
     python -m nightseg.evaluate models.run=outputs/2026-11-26/10-00-00 data=camvid
     python -m nightseg.evaluate models.segmenter=<key or model.ckpt> models.translator=<...> data=zju
 
-The models come from nightseg.inference.loading (a run's checkpoints, stage-cache keys or paths); the scoring
-is nightseg.inference.evaluation's, run as a run's strategy runs it: every validation and test set of the
-data raw, then (with a translator) the test sets translated night->day, through the gate if one is
-named. So the models of a run, scored on that run's data, give exactly its result rows. The
-metrics.json has a run's schema (nightseg.inference.results) with strategy "evaluate", stages "loaded" and
+The models come from nightseg.inference.loading (a run's checkpoints, stage-cache keys or paths)
+and run in the runtime asked for (nightseg.deploy.pipelines); the scoring is
+nightseg.inference.evaluation's, run as a run's strategy runs it: every validation and test set of
+the data raw, then (with a translator) the test sets translated night->day, through the gate if one
+is named. So the models of a run, scored on that run's data, give exactly its result rows. No stage
+cache and no training job are involved. The metrics.json has a run's schema
+(nightseg.inference.results) with strategy "evaluate", stages "loaded" and
 the checkpoints evaluated; conf/evaluate.yaml has the options.
 """
 
@@ -78,8 +80,8 @@ def evaluate_models(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
                           group=None, name="evaluate",
                           run_config=OmegaConf.to_container(cfg, resolve=True))
     # Scoring trains nothing: a job context without a stage cache.
-    job = Job(cfg=cfg, run_dir=run_dir,
-              tracker=tracker, catalog=catalog, world=world, trainer_kwargs=trainer_kwargs)
+    job = Job(cfg=cfg, run_dir=run_dir, tracker=tracker, catalog=catalog, world=world,
+              trainer_kwargs=trainer_kwargs)
     pipeline, classes = loaded.pipeline, loaded.classes
     for stage, path in (("translator", models.translator), ("segmenter", models.segmenter),
                         ("gate", models.gate)):

@@ -123,8 +123,8 @@ def _run_cwd(run_dir: Path) -> list[Path]:
 
 
 def checkpoints_from_options(run_dir: str | os.PathLike | None = None, segmenter: str | None = None,
-                       translator: str | None = None, cache_dir: str | os.PathLike | None = None
-                       ) -> dict[str, Path]:
+                             translator: str | None = None, cache_dir: str | os.PathLike | None = None
+                             ) -> dict[str, Path]:
     """``{"segmenter": path, "translator": path}`` (either may be missing) from a run directory
     (its metrics.json's "checkpoints"), stage-cache keys or checkpoint paths;
     ``segmenter``/``translator`` override the run's: the options ``--run``, ``--segmenter``,
