@@ -7,10 +7,10 @@ The models come from nightseg.inference.loading (a run's checkpoints, stage-cach
 and run in the runtime asked for (nightseg.deploy.pipelines); the scoring is
 nightseg.inference.evaluation's, run as a run's strategy runs it: every validation and test set of
 the data raw, then (with a translator) the test sets translated night->day, through the gate if one
-is named. So the models of a run, scored on that run's data, give exactly its result rows. No stage
-cache and no training job are involved. The metrics.json has a run's schema
-(nightseg.inference.results) with strategy "evaluate", stages "loaded" and
-the checkpoints evaluated; conf/evaluate.yaml has the options.
+is named. So the models of a run, scored on that run's data, give exactly its result rows. Nothing
+is trained (runtime=onnxruntime keeps its exported graphs in the stage cache). The metrics.json has
+a run's schema (nightseg.inference.results) with strategy "evaluate", stages "loaded" and the
+checkpoints evaluated; conf/evaluate.yaml has the options.
 """
 
 from __future__ import annotations
