@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nightseg.infra.cache import StageCache, stage_key
+from nightseg.infra.cache import ARTEFACTS, StageCache, is_stage_key, stage_cache, stage_key
 
 
 def test_key_is_stable_and_order_independent():
@@ -27,6 +27,18 @@ def test_obtain_builds_once_then_reuses(tmp_path):
     assert (s1, s2) == ("trained", "cached") and p1 == p2 and len(calls) == 1
     assert p1.read_text() == "weights"
     assert (p1.parent / "spec.json").exists()
+
+
+def test_the_layout_is_said_once(tmp_path):
+    """Where a stage is published is what stage_cache(...).published names: the loaders of
+    evaluate, predict and export find a key's artefact there."""
+    cache = stage_cache(tmp_path)
+    for kind, artefact in ARTEFACTS.items():
+        path, _ = cache.obtain(kind, {"kind": kind}, artefact, lambda stage, out: out.write_text("x"))
+        key = path.parent.name
+        assert is_stage_key(key) and cache.published(kind, key) == path
+        assert path == tmp_path / "stages" / kind / key / artefact
+    assert not is_stage_key("0123456789ABCDEF") and not is_stage_key("0123")
 
 
 def test_failed_build_leaves_nothing_and_keeps_resume_state(tmp_path):
