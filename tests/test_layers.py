@@ -159,3 +159,14 @@ def test_the_graph_sees_a_circle_and_an_upward_import(tmp_path):
     assert "nightseg.bench" in top and "nightseg.infra.cache" in top
     assert "nightseg.tools.faults.runs" in every and "nightseg.tools.faults.runs" not in top
     assert _layer("nightseg.bench") < _layer("nightseg.deploy.export") < _layer("nightseg.infra.cache")
+
+
+def test_scoring_needs_no_training_job():
+    """evaluate scores loaded models: of training it uses only the config checks, and the scoring
+    (inference) never imports training, so no stage cache or training stage is involved."""
+    _, _, every = _graph()
+    assert {t for t in every["nightseg.evaluate"] if t.startswith("nightseg.training")} <= {
+        "nightseg.training.config"}
+    for module in ("nightseg.inference.evaluation", "nightseg.inference.results",
+                   "nightseg.inference.loading"):
+        assert not {t for t in every[module] if t.startswith("nightseg.training")}, module
