@@ -4,10 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test lint clean
+.PHONY: help install run test test-fast lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install nightseg (editable) with the dev extra
 
@@ -22,6 +22,9 @@ run: $(STAMP)  ## the main job on the embedded synthetic data (night2day_inferen
 
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)  ## unit tests only: no Trainer, job or other process (tests marked slow or distributed)
+	$(PY) -m pytest -q -m "not slow and not distributed"
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check nightseg tests

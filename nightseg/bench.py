@@ -7,7 +7,7 @@
 
 Models (all the project's real modules with untrained weights; speed does not depend on them):
 ``segmenter`` is SegmentationModule (ERF-PSPNet, 19 classes, its own normalisation);
-``pipeline_*`` is SegmentationPipeline (nightseg/pipeline.py), what evaluation runs for the
+``pipeline_*`` is SegmentationPipeline (nightseg/inference/pipeline.py), what evaluation runs for the
 strategy night2day_inference: translate night->day, clamp to [0, 1], segment; ``translator_full``
 is its translator alone (an identity segmenter) with the paper's generator
 (conf/model/translator/cyclegan.yaml: ResnetGenerator ngf=64, 9 blocks), ``translator_light``
@@ -15,10 +15,10 @@ the same with conf/model/translator/light.yaml (LightGenerator).
 The reference path is fp32, eager, NCHW (``channels_last=False``); the auto path is what a run
 uses on this machine: the precision ``trainer.precision=auto`` resolves to (bf16 autocast on
 AVX-512 bf16 / AMX CPUs and Ampere+ GPUs, fp16 on older GPUs, fp32 on AVX2 CPUs; see
-nightseg.hardware) and each net's configured memory layout (channels_last for ERF-PSPNet and
+nightseg.infra.hardware) and each net's configured memory layout (channels_last for ERF-PSPNet and
 LightGenerator, NCHW for the InstanceNorm CycleGAN nets) and, with ``--compile``, torch.compile.
-With ``--onnx`` each model is also exported (nightseg.export) and run by onnxruntime in fp32 and
-static int8 (nightseg.bench_onnx); ``--int8-cost`` scores a trained segmenter (behind a translator
+With ``--onnx`` each model is also exported (nightseg.deploy) and run by onnxruntime in fp32 and
+static int8 (nightseg.tools.bench.onnx_rows); ``--int8-cost`` scores a trained segmenter (behind a translator
 with ``--translator``) on a dataset's test sets in PyTorch, onnxruntime fp32 and int8, instead of
 the speed rows. Training steps time the modules' own ``training_step`` under a Lightning Trainer,
 fp32 NCHW vs the auto setting: the segmenter, the default config's CycleGAN (cyclegan_small) and
@@ -32,153 +32,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from torch import nn
 
-from nightseg.bench_onnx import bench_onnx
-from nightseg.bench_timing import (
+from nightseg.core.errors import ConfigError, DataError
+from nightseg.core.files import write_json
+from nightseg.infra.hardware import device_summary
+from nightseg.tools.bench.models import MODELS, TRAIN_BATCH, TRAINING, bench_model, bench_training
+from nightseg.tools.bench.timing import (
     conv_peak_gflops,
-    count_macs,
-    n_params,
-    time_calls,
-    time_training_steps,
     training_precision,
 )
-from nightseg.hardware import device_summary
-from nightseg.pipeline import SegmentationPipeline
-from nightseg.utils import ConfigError, DataError, write_json
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-MODELS = ("segmenter", "translator_full", "translator_light", "pipeline_full", "pipeline_light")
-TRANSLATOR_CONFIGS = {"full": "cyclegan", "light": "light"}  # conf/model/translator/<name>.yaml
-# Training rows: name -> module builder key (segmenter or a translator config name).
-TRAINING = {"segmenter": "segmenter", "translator_small": "cyclegan_small",
-            "translator_paper": "cyclegan"}
-# The configs' training batch sizes: data.batch_size (segmenter), data.translate_batch_size (CycleGAN).
-TRAIN_BATCH = {"segmenter": 8, "translator_small": 1, "translator_paper": 1}
-NUM_CLASSES = 19
-
-
-# ---- building the real modules ---------------------------------------------------------------
-def _model_config(group: str, option: str):
-    if not (CONF_DIR / "config.yaml").is_file():
-        raise FileNotFoundError(f"nightseg.bench needs the config directory {CONF_DIR}; run it from "
-                                f"a source checkout (pip install -e .)")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"model/{group}={option}"])
-    return cfg.model[group]
-
-
-def _layout(channels_last: bool | None) -> dict:
-    """None: the model config's own layout (the auto setting); a bool overrides it."""
-    return {} if channels_last is None else {"channels_last": channels_last}
-
-
-def build_segmenter(channels_last: bool | None) -> pl.LightningModule:
-    cfg = _model_config("segmenter", "erf_pspnet")
-    return instantiate(cfg, num_classes=NUM_CLASSES, **_layout(channels_last))
-
-
-def build_translator(config: str, channels_last: bool | None) -> pl.LightningModule:
-    """CycleGANModule from conf/model/translator/<config>.yaml (both generators, both critics)."""
-    return instantiate(_model_config("translator", config), _recursive_=False, _convert_="all",
-                       **_layout(channels_last))
-
-
-def build_model(name: str, channels_last: bool | None, seed: int = 0) -> nn.Module:
-    """One of MODELS in eval mode; the same seed gives the same weights in both settings.
-    ``channels_last=None``: each net in its configured layout."""
-    if name not in MODELS:
-        raise ValueError(f"--models got {name!r}; choose from {', '.join(MODELS)}")
-    torch.manual_seed(seed)
-    kind, _, variant = name.partition("_")
-    if kind == "segmenter":
-        model: nn.Module = build_segmenter(channels_last)
-    else:
-        # The translator rows: the pipeline with an identity segmenter (night->day, clamped).
-        translator = build_translator(TRANSLATOR_CONFIGS[variant], channels_last)
-        segmenter = nn.Identity() if kind == "translator" else build_segmenter(channels_last)
-        model = SegmentationPipeline(segmenter, translator)
-    return model.eval()
-
-
-def compile_for_inference(module: nn.Module) -> Callable:
-    """torch.compile with freezing: inductor folds batch norms into convs and pre-packs the weights
-    for oneDNN (inference only: the weights become constants of the compiled graph)."""
-    return torch.compile(module.requires_grad_(False), options={"freezing": True})
-
-
-def model_pair(name: str, device: torch.device, compile_optimized: bool = False
-               ) -> tuple[nn.Module, Callable]:
-    """(reference fp32 NCHW module, auto-setting callable: each net in its configured layout,
-    compiled with ``compile_optimized``) with identical weights."""
-    reference = build_model(name, channels_last=False).to(device)
-    optimized = build_model(name, channels_last=None)
-    optimized.load_state_dict(reference.state_dict())
-    optimized = optimized.to(device)
-    return reference, (compile_for_inference(optimized) if compile_optimized else optimized)
-
-
-def inference_params(model: nn.Module) -> int:
-    """Parameters used at inference: the night2day generator only, not the whole CycleGAN."""
-    if isinstance(model, SegmentationPipeline):
-        return n_params(model.translator.night2day) + n_params(model.segmenter)
-    return n_params(model)
-
-
-# ---- measuring -------------------------------------------------------------------------------
-def bench_model(name: str, device: torch.device, hw: tuple[int, int], batch_size: int, runs: int,
-                warmup: int, peak_gflops: float, compile_optimized: bool = False,
-                onnx: bool = False) -> dict:
-    reference, optimized = model_pair(name, device)
-    image = torch.rand(batch_size, 3, *hw, device=device)
-    macs = count_macs(reference, image[:1])
-    ref_s = time_calls(reference, (image,), device, False, runs, warmup)
-    opt_s = time_calls(optimized, (image,), device, True, runs, warmup)
-    achieved = 2 * macs * batch_size / opt_s / 1e9
-    row = {"gmacs": macs / 1e9, "params_m": inference_params(reference) / 1e6,
-           "reference_ms": ref_s * 1e3, "auto_ms": opt_s * 1e3, "speedup": ref_s / opt_s,
-           "fps": batch_size / opt_s, "peak_fraction": achieved / peak_gflops}
-    if compile_optimized:  # the auto setting compiled, beside it in the same run
-        compiled_s = time_calls(compile_for_inference(optimized), (image,), device, True, runs, warmup)
-        row.update(compiled_ms=compiled_s * 1e3, compiled_speedup=ref_s / compiled_s)
-    if onnx:
-        with tempfile.TemporaryDirectory() as tmp:
-            row["onnxruntime"] = bench_onnx(reference.cpu(), image.cpu(), macs, peak_gflops, runs, warmup,
-                                            torch.get_num_threads(), Path(tmp))
-    return row
-
-
-def training_sample(name: str, hw: tuple[int, int], seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    if name == "segmenter":
-        return {"image": torch.rand(3, *hw, generator=g),
-                "mask": torch.randint(0, NUM_CLASSES, hw, generator=g)}
-    return {"day": torch.rand(3, *hw, generator=g), "night": torch.rand(3, *hw, generator=g)}
-
-
-def bench_training(name: str, device: torch.device, hw: tuple[int, int], batch_size: int,
-                   runs: int, warmup: int) -> dict:
-    key = TRAINING[name]
-
-    def build(optimized: bool) -> pl.LightningModule:
-        torch.manual_seed(0)
-        layout = None if optimized else False  # the auto setting: the config's layout
-        if key == "segmenter":
-            return build_segmenter(layout)
-        return build_translator(key, layout)
-
-    sample = training_sample(name, hw)
-    ref_s = time_training_steps(build, sample, device, False, batch_size, runs, warmup)
-    opt_s = time_training_steps(build, sample, device, True, batch_size, runs, warmup)
-    return {"reference_ms": ref_s * 1e3, "auto_ms": opt_s * 1e3, "speedup": ref_s / opt_s}
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -249,15 +114,16 @@ def warn_if_busy() -> None:
 
 
 def run_int8_cost(args: argparse.Namespace) -> dict:
-    from nightseg import export
-    from nightseg.bench_onnx import int8_cost
+    from nightseg.deploy.quantize import data_catalog
+    from nightseg.inference.loading import checkpoints_from_options, load_segmenter, load_translator
+    from nightseg.tools.bench.onnx_rows import int8_cost
 
-    found = export.export_checkpoints(args.run, args.segmenter, args.translator, args.cache_dir)
+    found = checkpoints_from_options(args.run, args.segmenter, args.translator, args.cache_dir)
     if "segmenter" not in found:
         raise SystemExit("error: --int8-cost needs a segmenter (--segmenter or --run)")
-    segmenter = export.load_segmenter(found["segmenter"], "--segmenter")
-    translator = export.load_translator(found["translator"], "--translator") if args.translator else None
-    catalog, resize = export.data_catalog(args.overrides)
+    segmenter = load_segmenter(found["segmenter"], "--segmenter")
+    translator = load_translator(found["translator"], "--translator") if args.translator else None
+    catalog, resize = data_catalog(args.overrides)
     rows = int8_cost(segmenter, translator, catalog, resize, args.calibration_images,
                      args.threads or default_threads())
     return {"int8_cost": {"data": catalog.name, "checkpoints": {k: str(v) for k, v in found.items()},
@@ -291,7 +157,7 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def print_table(result: dict, args: argparse.Namespace) -> None:
+def print_bench_table(result: dict, args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -360,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    print_table(result, args)
+    print_bench_table(result, args)
     if args.json is not None:
         write_json(args.json, result)  # never a half-written results file
     return result

@@ -3,12 +3,14 @@
     python -m nightseg.evaluate models.run=outputs/2026-11-26/10-00-00 data=camvid
     python -m nightseg.evaluate models.segmenter=<key or model.ckpt> models.translator=<...> data=zju
 
-The models come from nightseg.trained (a run's checkpoints, stage-cache keys or paths); the scoring
-is nightseg.evaluation's, run as a run's strategy runs it: every validation and test set of the
-data raw, then (with a translator) the test sets translated night->day, through the gate if one is
-named. So the models of a run, scored on that run's data, give exactly its result rows. The
-metrics.json has a run's schema (nightseg.results) with strategy "evaluate", stages "loaded" and
-the checkpoints evaluated; conf/evaluate.yaml has the options.
+The models come from nightseg.inference.loading (a run's checkpoints, stage-cache keys or paths)
+and run in the runtime asked for (nightseg.deploy.pipelines); the scoring is
+nightseg.inference.evaluation's, run as a run's strategy runs it: every validation and test set of
+the data raw, then (with a translator) the test sets translated night->day, through the gate if one
+is named. So the models of a run, scored on that run's data, give exactly its result rows. Nothing
+is trained (runtime=onnxruntime keeps its exported graphs in the stage cache). The metrics.json has
+a run's schema (nightseg.inference.results) with strategy "evaluate", stages "loaded" and the
+checkpoints evaluated; conf/evaluate.yaml has the options.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nightseg import distributed
-from nightseg.cache import StageCache
-from nightseg.config import check_catalog, validate_data
-from nightseg.evaluation import evaluate_pipeline, save_panels
-from nightseg.hardware import resolve_trainer
-from nightseg.pipeline import SegmentationPipeline
-from nightseg.results import print_table, write_metrics
-from nightseg.stages import Job
-from nightseg.trained import Classes, check_runtime, load_pipeline, resolve
-from nightseg.utils import ConfigError, errors_as_one_line
+from nightseg.core.cli import errors_as_one_line
+from nightseg.core.errors import ConfigError
+from nightseg.deploy.pipelines import check_runtime, load_pipeline
+from nightseg.inference.evaluation import evaluate_pipeline, save_panels
+from nightseg.inference.loading import Classes, resolve
+from nightseg.inference.pipeline import SegmentationPipeline
+from nightseg.inference.results import print_table, write_metrics
+from nightseg.infra import distributed
+from nightseg.infra.hardware import resolve_trainer
+from nightseg.infra.job import Job
+from nightseg.training.config import check_catalog, validate_data
 
 log = logging.getLogger("nightseg")
 
@@ -76,8 +79,9 @@ def evaluate_models(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     tracker = instantiate(cfg.logger, _recursive_=False, save_dir=run_dir, tags=["evaluate"],
                           group=None, name="evaluate",
                           run_config=OmegaConf.to_container(cfg, resolve=True))
-    job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(cfg.paths.cache_dir) / "stages"),
-              tracker=tracker, catalog=catalog, world=world, trainer_kwargs=trainer_kwargs)
+    # Scoring trains nothing: a job context without a stage cache.
+    job = Job(cfg=cfg, run_dir=run_dir, tracker=tracker, catalog=catalog, world=world,
+              trainer_kwargs=trainer_kwargs)
     pipeline, classes = loaded.pipeline, loaded.classes
     for stage, path in (("translator", models.translator), ("segmenter", models.segmenter),
                         ("gate", models.gate)):

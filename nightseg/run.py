@@ -22,14 +22,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from nightseg import distributed, preemption
-from nightseg.cache import StageCache
-from nightseg.config import check_catalog, validate
-from nightseg.hardware import resolve_trainer
-from nightseg.results import print_table
-from nightseg.stages import Job
-from nightseg.strategies import STRATEGIES
-from nightseg.utils import ConfigError, errors_as_one_line
+from nightseg.core.cli import errors_as_one_line
+from nightseg.core.errors import ConfigError
+from nightseg.inference.results import print_table
+from nightseg.infra import distributed, preemption
+from nightseg.infra.cache import stage_cache
+from nightseg.infra.hardware import resolve_trainer
+from nightseg.infra.job import Job
+from nightseg.training.config import check_catalog, validate
+from nightseg.training.strategies import STRATEGIES
 
 log = logging.getLogger("nightseg")
 
@@ -71,7 +72,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     check_catalog(cfg, catalog)
     log.info("data %s: %s", cfg.data.name, catalog.summary())
     tracker = instantiate(cfg.logger, _recursive_=False, **_tracker_kwargs(cfg, run_dir))
-    job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(cfg.paths.cache_dir) / "stages"),
+    job = Job(cfg=cfg, run_dir=run_dir, cache=stage_cache(cfg.paths.cache_dir),
               tracker=tracker, catalog=catalog, world=world, trainer_kwargs=trainer_kwargs)
     try:
         metrics = STRATEGIES[cfg.strategy.name](job)
@@ -85,7 +86,7 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
 # Exit status after SIGTERM (128 + 15, what a shell reports for a process the signal ended): the
 # job was stopped, not failed, and the same command resumes it. After USR1/USR2 (Slurm's warning
 # before a time limit or preemption) it is 128 + that signal, and the job was requeued
-# (nightseg.preemption).
+# (nightseg.infra.preemption).
 EXIT_SIGTERM = 143
 
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nightseg.fault_runs import signal_job
+from nightseg.tools.faults.runs import signal_job
 from tests.conftest import REPO
 
 

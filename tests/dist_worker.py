@@ -32,7 +32,7 @@ def cache_race(args) -> None:
     """Two jobs need one artefact at once: the one that builds it runs collectives in its build
     (as Trainer.fit does); the other must reuse it on every rank."""
     dist.init_process_group("gloo")
-    from nightseg.cache import StageCache
+    from nightseg.infra.cache import StageCache
 
     rank, shared = dist.get_rank(), Path(args.out)
     (shared / f"arrived_{args.job}_{rank}").touch()
@@ -63,12 +63,12 @@ def evaluate(args) -> None:
     fixed translator, as the strategies do; rank zero writes the results."""
     from hydra.utils import instantiate
 
-    from nightseg import distributed
-    from nightseg.cache import StageCache
-    from nightseg.evaluation import evaluate as evaluate_sets
+    from nightseg.inference.evaluation import evaluate as evaluate_sets
+    from nightseg.infra import distributed
+    from nightseg.infra.cache import stage_cache
+    from nightseg.infra.job import Job
+    from nightseg.infra.tracking import Tracker
     from nightseg.models.cyclegan import CycleGANModule
-    from nightseg.stages import Job
-    from nightseg.tracking import Tracker
     from tests.conftest import compose_cfg
 
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -81,7 +81,7 @@ def evaluate(args) -> None:
     translator = CycleGANModule(generator={"_target_": "nightseg.nets.generator.ResnetGenerator",
                                            "ngf": 8, "n_blocks": 2})
     run_dir = Path(args.out) / f"run{world}"
-    job = Job(cfg=cfg, run_dir=run_dir, cache=StageCache(Path(args.cache) / "stages"),
+    job = Job(cfg=cfg, run_dir=run_dir, cache=stage_cache(args.cache),
               tracker=Tracker(run_dir), catalog=catalog)
     raw = evaluate_sets(job, segmenter.eval(), catalog.val + catalog.test)
     translated = evaluate_sets(job, segmenter, catalog.test, translator=translator.eval())
@@ -125,9 +125,9 @@ def sigterm(args) -> None:
     import pytorch_lightning as pl
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from nightseg import preemption
     from nightseg.data.datamodules import SegmentationDataModule
-    from nightseg.stages import _CheckpointOnSigterm
+    from nightseg.infra import preemption
+    from nightseg.training.callbacks import CheckpointOnSigterm
     from tests.test_loaders import _Recorder, coordinate_set
 
     class SignalledAtItsStep(_Recorder):
@@ -144,7 +144,7 @@ def sigterm(args) -> None:
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", strategy="ddp",
                          devices=int(os.environ["WORLD_SIZE"]), logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
-                         callbacks=[preemption.StopOnSignal(), _CheckpointOnSigterm(ckpt)])
+                         callbacks=[preemption.StopOnSignal(), CheckpointOnSigterm(ckpt)])
     try:
         trainer.fit(SignalledAtItsStep(), datamodule=dm)
         stopped = False

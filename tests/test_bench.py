@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from nightseg import bench, hardware
-from nightseg.bench_timing import count_macs, inference_context
+from nightseg import bench
+from nightseg.infra import hardware
+from nightseg.tools.bench import models as bench_models
+from nightseg.tools.bench.timing import count_macs, inference_context
 
 CPU = torch.device("cpu")
 
@@ -28,7 +30,7 @@ def test_mac_count_of_a_linear_layer():
 
 @pytest.mark.parametrize("name", bench.MODELS)
 def test_auto_path_matches_fp32_reference(name):
-    reference, optimized = bench.model_pair(name, CPU)
+    reference, optimized = bench_models.model_pair(name, CPU)
     image = torch.rand(1, 3, 40, 72, generator=torch.Generator().manual_seed(0))
     with inference_context(CPU, optimized=False):
         ref = reference(image).float()
@@ -43,7 +45,7 @@ def test_auto_path_matches_fp32_reference(name):
 
 
 def test_models_have_the_documented_sizes():
-    sizes = {name: bench.inference_params(bench.build_model(name, channels_last=False)) / 1e6
+    sizes = {name: bench_models.inference_params(bench_models.build_model(name, channels_last=False)) / 1e6
              for name in bench.MODELS}
     assert sizes["segmenter"] == pytest.approx(2.49, abs=0.01)
     assert sizes["translator_full"] == pytest.approx(11.38, abs=0.01)
@@ -88,7 +90,7 @@ def test_cli_end_to_end_writes_the_documented_json(tmp_path):
 
 @pytest.mark.slow
 def test_compiled_optimized_path_matches_reference():
-    reference, compiled = bench.model_pair("translator_light", CPU, compile_optimized=True)
+    reference, compiled = bench_models.model_pair("translator_light", CPU, compile_optimized=True)
     image = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0))
     with inference_context(CPU, optimized=False):
         ref = reference(image)

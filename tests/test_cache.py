@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nightseg.cache import StageCache, stage_key
+from nightseg.infra.cache import ARTEFACTS, StageCache, is_stage_key, stage_cache, stage_key
 
 
 def test_key_is_stable_and_order_independent():
@@ -27,6 +27,18 @@ def test_obtain_builds_once_then_reuses(tmp_path):
     assert (s1, s2) == ("trained", "cached") and p1 == p2 and len(calls) == 1
     assert p1.read_text() == "weights"
     assert (p1.parent / "spec.json").exists()
+
+
+def test_the_layout_is_said_once(tmp_path):
+    """Where a stage is published is what stage_cache(...).published names: the loaders of
+    evaluate, predict and export find a key's artefact there."""
+    cache = stage_cache(tmp_path)
+    for kind, artefact in ARTEFACTS.items():
+        path, _ = cache.obtain(kind, {"kind": kind}, artefact, lambda stage, out: out.write_text("x"))
+        key = path.parent.name
+        assert is_stage_key(key) and cache.published(kind, key) == path
+        assert path == tmp_path / "stages" / kind / key / artefact
+    assert not is_stage_key("0123456789ABCDEF") and not is_stage_key("0123")
 
 
 def test_failed_build_leaves_nothing_and_keeps_resume_state(tmp_path):
@@ -65,6 +77,7 @@ def _job(root: str, log: str) -> None:
     StageCache(root).obtain("translator", {"same": True}, "model.ckpt", build)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_build_the_same_artefact_once(tmp_path):
     log = tmp_path / "builds.log"
     ctx = mp.get_context("spawn")
@@ -89,11 +102,12 @@ def _hold_lock_then_publish(root: str, ready: str) -> None:
         stage.path.write_text("theirs")
 
 
+@pytest.mark.slow
 def test_rank_zero_waits_for_another_job_in_short_meetings(tmp_path, monkeypatch):
     """While another job holds the lock, rank zero tells the other ranks "wait" every few seconds
     (a collective each time) instead of keeping them in one collective for the whole build,
     which would hit the process group's timeout; then every rank gets its "cached"."""
-    from nightseg import cache as cache_module
+    from nightseg.infra import cache as cache_module
 
     decisions = []
     monkeypatch.setattr(cache_module.distributed, "broadcast",
@@ -119,8 +133,8 @@ def test_rank_zero_waits_for_another_job_in_short_meetings(tmp_path, monkeypatch
 
 
 def test_a_node_that_cannot_see_the_cache_is_named(tmp_path, monkeypatch):
-    from nightseg import cache as cache_module
-    from nightseg.utils import DataError
+    from nightseg.core.errors import DataError
+    from nightseg.infra import cache as cache_module
 
     cache = StageCache(tmp_path / "cache" / "stages")
     cache.obtain("segmenter", {"x": 1}, "model.ckpt", lambda stage, out: out.write_text("w"))

@@ -3,9 +3,10 @@
 import pytest
 from omegaconf import OmegaConf
 
-from nightseg.config import trainer_spec, validate
-from nightseg.hardware import auto_precision
-from nightseg.utils import ConfigError
+from nightseg.core.errors import ConfigError
+from nightseg.infra.hardware import auto_precision
+from nightseg.training.config import validate
+from nightseg.training.specs import trainer_spec
 from tests.conftest import CONF_DIR, compose_cfg
 
 
@@ -105,6 +106,7 @@ def test_unknown_group_option_is_rejected_by_hydra():
         compose_cfg(["strategy=nonsense"])
 
 
+@pytest.mark.slow
 def test_command_line_reports_bad_input_in_one_line():
     import subprocess
     import sys
@@ -132,6 +134,7 @@ def test_a_night_count_above_the_rendered_pool_stops_before_rendering(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_a_sweep_checks_every_job_before_the_first_starts(tmp_path):
     """The bad job is the last one; nothing may be trained before the sweep is refused."""
     import subprocess
@@ -151,7 +154,7 @@ def test_a_sweep_checks_every_job_before_the_first_starts(tmp_path):
 
 
 def test_sweep_jobs_expand_like_the_basic_sweeper():
-    from nightseg.sweep import sweep_jobs
+    from nightseg.training.sweep import sweep_jobs
 
     assert sweep_jobs(["night_count=0,5", "seed=0,1", "strategy=augment"]) == [
         ["night_count=0", "seed=0", "strategy=augment"], ["night_count=0", "seed=1", "strategy=augment"],
@@ -182,7 +185,7 @@ def test_single_process_trainer_spec_is_unchanged_and_world_size_keys_others():
 def test_the_papers_sweep_as_typed_fits_the_default_pool():
     """``-m strategy=augment night_count=0,1000,2000,7000`` with nothing else: every job shares
     one labelled day pool large enough for the largest night_count, and one step budget."""
-    from nightseg.sweep import sweep_jobs
+    from nightseg.training.sweep import sweep_jobs
 
     jobs = sweep_jobs(["strategy=augment", "night_count=0,1000,2000,7000"])
     cfgs = [compose_cfg(job) for job in jobs]

@@ -11,12 +11,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from nightseg.config import validate
+from nightseg.core.errors import ConfigError, DataError
 from nightseg.data import bdd, camvid, cityscapes, dark_zurich, nighttime_driving, zju
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX, DataCatalog
 from nightseg.data.combine import combine_catalogs
 from nightseg.data.io import SegmentationDataset, load_sample
-from nightseg.utils import ConfigError, DataError
+from nightseg.training.config import validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 REAL_CAMVID = Path(__file__).resolve().parents[2] / "shared/data/camvid"

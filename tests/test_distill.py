@@ -15,6 +15,7 @@ from tests.conftest import SMALL_D, SMALL_G, UnpairedImages, compose_cfg, cpu_tr
 LIGHT = {"_target_": "nightseg.nets.light_generator.LightGenerator", "ngf": 8, "n_blocks": 2}
 
 
+@pytest.mark.slow
 def test_distillation_moves_students_towards_the_teacher():
     pl.seed_everything(0)
     teacher = CycleGANModule(SMALL_G, SMALL_D).eval()
@@ -36,6 +37,7 @@ def test_distillation_moves_students_towards_the_teacher():
     assert not any(k.startswith("_teacher") for k in student.state_dict())  # not saved
 
 
+@pytest.mark.slow
 def test_distillation_without_teacher_fails_clearly():
     student = DistillationModule(LIGHT, epochs_constant=1, epochs_decay=0)
     with pytest.raises(RuntimeError, match="set_teacher"):

@@ -14,8 +14,8 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from nightseg.fault_runs import free_port
-from nightseg.hardware import auto_precision
+from nightseg.infra.hardware import auto_precision
+from nightseg.tools.faults.runs import free_port
 from tests.conftest import compose_cfg, read_metrics
 from tests.dist_helpers import check, env, run_all, slurm_env, torchrun
 

@@ -11,12 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nightseg import export
+from nightseg.core.errors import ConfigError
+from nightseg.deploy import export as deploy_export
+from nightseg.deploy import graphs, parity, quantize, runtime
+from nightseg.inference.loading import checkpoints_from_options
+from nightseg.inference.pipeline import SegmentationPipeline
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.nets.erf_pspnet import adaptive_avg_pool2d_exportable
-from nightseg.pipeline import SegmentationPipeline
-from nightseg.utils import ConfigError
 from tests.conftest import SMALL_D
 
 # Small for speed, with the cases of 480x272 / 480x270 (34x60 maps): feature maps at 1/8 of
@@ -64,9 +66,9 @@ def exported(tmp_path_factory):
     the cost here (the dynamo exporter: ~10-20 s a graph on 2 cores)."""
     out = tmp_path_factory.mktemp("export")
     segmenter, resnet, light = _segmenter(), _translator("resnet"), _translator("light")
-    manifest = export.export_models(out / "resnet", segmenter, resnet, sizes=SIZES,
+    manifest = deploy_export.export_models(out / "resnet", segmenter, resnet, sizes=SIZES,
                                     graphs=["segmenter", "night2day", "night2day_pipeline"])
-    light_manifest = export.export_models(out / "light", segmenter, light, sizes=SIZES,
+    light_manifest = deploy_export.export_models(out / "light", segmenter, light, sizes=SIZES,
                                           graphs=["night2day"])
     return {"dir": out, "manifest": manifest, "light": light_manifest, "segmenter": segmenter,
             "resnet": resnet, "light_translator": light}
@@ -74,13 +76,13 @@ def exported(tmp_path_factory):
 
 @pytest.mark.slow
 def test_every_graph_passes_parity_at_non_dividing_sizes(exported):
-    for manifest, graphs in ((exported["manifest"], ("segmenter", "night2day", "night2day_pipeline")),
+    for manifest, names in ((exported["manifest"], ("segmenter", "night2day", "night2day_pipeline")),
                              (exported["light"], ("night2day",))):
-        assert sorted(manifest["graphs"]) == sorted(graphs)
+        assert sorted(manifest["graphs"]) == sorted(names)
         for entry in manifest["graphs"].values():
             assert [r["size"] for r in entry["parity"]] == [list(s) for s in SIZES]
             for r in entry["parity"]:
-                assert r.get("argmax_agreement", 1.0) >= export.MIN_ARGMAX_AGREEMENT
+                assert r.get("argmax_agreement", 1.0) >= parity.MIN_ARGMAX_AGREEMENT
                 assert all(v < 1e-3 for k, v in r.items() if k.endswith("_max_abs_diff"))
     written = json.loads((exported["dir"] / "resnet" / "export.json").read_text())
     assert written["opset"] >= 17
@@ -89,11 +91,11 @@ def test_every_graph_passes_parity_at_non_dividing_sizes(exported):
 @pytest.mark.slow
 def test_onnx_pipeline_gives_the_torch_pipelines_argmax(exported):
     torch_pipe = SegmentationPipeline(exported["segmenter"], exported["resnet"]).eval()
-    onnx_pipe = export.OnnxPipeline(exported["dir"] / "resnet" / "night2day_pipeline.onnx", threads=1)
+    onnx_pipe = runtime.OnnxPipeline(exported["dir"] / "resnet" / "night2day_pipeline.onnx", threads=1)
     assert onnx_pipe.condition == torch_pipe.condition == "night2day"
     assert onnx_pipe.class_names == list(exported["segmenter"].hparams.class_names)
     assert list(onnx_pipe.parameters()) == []
-    images = export.parity_images(3, (90, 150), seed=5)  # batch and size not seen on export
+    images = parity.parity_images(3, (90, 150), seed=5)  # batch and size not seen on export
     with torch.no_grad():
         ref = torch_pipe(images)
         day_ref, _ = torch_pipe.translate(images)
@@ -109,8 +111,8 @@ def test_onnx_translator_translates_as_the_torch_generator(exported, kind):
     """OnnxTranslator (runtime=onnxruntime's translator) in a pipeline: the same images as the
     torch generator's, at a batch and size not seen on export."""
     translator = exported["resnet" if kind == "resnet" else "light_translator"]
-    ort = export.OnnxTranslator(exported["dir"] / kind / "night2day.onnx", "night2day", threads=1)
-    images = export.parity_images(3, (90, 150), seed=5)
+    ort = runtime.OnnxTranslator(exported["dir"] / kind / "night2day.onnx", "night2day", threads=1)
+    images = parity.parity_images(3, (90, 150), seed=5)
     with torch.no_grad():
         ref = translator.translate(images, "night2day").clamp(0, 1)
     torch.testing.assert_close(ort.translate(images, "night2day"), ref, atol=1e-4, rtol=0)
@@ -120,9 +122,9 @@ def test_onnx_translator_translates_as_the_torch_generator(exported, kind):
 
 @pytest.mark.slow
 def test_onnx_segmenter_is_a_raw_pipeline(exported):
-    onnx_pipe = export.OnnxPipeline(exported["dir"] / "resnet" / "segmenter.onnx", threads=1)
+    onnx_pipe = runtime.OnnxPipeline(exported["dir"] / "resnet" / "segmenter.onnx", threads=1)
     assert onnx_pipe.condition == "raw"
-    images = export.parity_images(2, (64, 100), seed=3)
+    images = parity.parity_images(2, (64, 100), seed=3)
     with torch.no_grad():
         ref = SegmentationPipeline(exported["segmenter"])(images)
     logits, day = onnx_pipe.run(images)
@@ -135,8 +137,8 @@ def test_parity_check_fails_loudly_on_a_wrong_graph(exported):
     other = _segmenter()
     with torch.no_grad():  # the head's last conv changed: a graph that is not this module's
         other.net.head[-1].weight.mul_(-1)
-    with pytest.raises(export.ParityError, match="argmax agrees"):
-        export.check_parity(export.SegmenterGraph(other), exported["dir"] / "resnet" / "segmenter.onnx",
+    with pytest.raises(parity.ParityError, match="argmax agrees"):
+        parity.check_parity(graphs.SegmenterGraph(other), exported["dir"] / "resnet" / "segmenter.onnx",
                             sizes=[(36, 52)])
 
 
@@ -145,11 +147,11 @@ def test_int8_export_runs_on_a_tiny_model(exported, tmp_path):
     import onnx
 
     fp32 = exported["dir"] / "resnet" / "night2day_pipeline.onnx"
-    calibration = (export.parity_images(1, (48, 64), seed=i).numpy() for i in range(3))
-    q = export.quantize_int8(fp32, tmp_path / "pipe.int8.onnx", calibration)
+    calibration = (parity.parity_images(1, (48, 64), seed=i).numpy() for i in range(3))
+    q = quantize.quantize_int8(fp32, tmp_path / "pipe.int8.onnx", calibration)
     ops = {n.op_type for n in onnx.load(str(q)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    logits, day = export.OnnxPipeline(q, threads=1).run(export.parity_images(2, (40, 56)))
+    logits, day = runtime.OnnxPipeline(q, threads=1).run(parity.parity_images(2, (40, 56)))
     assert logits.shape == (2, 5, 40, 56) and day.shape == (2, 3, 40, 56)
     assert torch.isfinite(logits).all()
 
@@ -169,29 +171,29 @@ def test_checkpoints_from_a_run_directory_a_cache_key_and_a_path(tmp_path, monke
         "segmenter": str(seg.relative_to(tmp_path)), "translator": str(tr.relative_to(tmp_path)),
         "generated_night": "ignored"}}))
     monkeypatch.chdir(run)
-    assert export.export_checkpoints(run) == {"segmenter": seg, "translator": tr}
-    assert export.export_checkpoints(segmenter="0123456789abcdef", cache_dir=cache) == {"segmenter": seg}
-    assert export.export_checkpoints(run, translator=str(seg)) == {"segmenter": seg, "translator": seg}
+    assert checkpoints_from_options(run) == {"segmenter": seg, "translator": tr}
+    assert checkpoints_from_options(segmenter="0123456789abcdef", cache_dir=cache) == {"segmenter": seg}
+    assert checkpoints_from_options(run, translator=str(seg)) == {"segmenter": seg, "translator": seg}
     with pytest.raises(ConfigError, match="does not exist"):
-        export.export_checkpoints(segmenter="aaaaaaaaaaaaaaaa", cache_dir=cache)
+        checkpoints_from_options(segmenter="aaaaaaaaaaaaaaaa", cache_dir=cache)
     with pytest.raises(ConfigError, match="no metrics.json"):
-        export.export_checkpoints(tmp_path)
+        checkpoints_from_options(tmp_path)
     with pytest.raises(ConfigError, match="nothing to export"):
-        export.export_checkpoints()
+        checkpoints_from_options()
 
 
 def test_calibration_images_come_from_training_sets_only(tmp_path):
     from types import SimpleNamespace
 
-    sets = export.calibration_sets(SimpleNamespace(train="train", translate_night="night",
+    sets = quantize.calibration_sets(SimpleNamespace(train="train", translate_night="night",
                                                    translate_day="day", test=["test"]), "segmenter")
     assert sets == ["train", "night"]
-    for graph in export.GRAPHS:
-        assert "test" not in export.calibration_sets(
+    for graph in graphs.GRAPHS:
+        assert "test" not in quantize.calibration_sets(
             SimpleNamespace(train="train", translate_night="night", translate_day="day"), graph)
 
 
 def test_parity_images_are_deterministic_and_in_range():
-    a, b = export.parity_images(2, (30, 40), seed=1), export.parity_images(2, (30, 40), seed=1)
+    a, b = parity.parity_images(2, (30, 40), seed=1), parity.parity_images(2, (30, 40), seed=1)
     assert torch.equal(a, b) and a.min() >= 0 and a.max() <= 1
-    assert not np.allclose(a.numpy(), export.parity_images(2, (30, 40), seed=2).numpy())
+    assert not np.allclose(a.numpy(), parity.parity_images(2, (30, 40), seed=2).numpy())

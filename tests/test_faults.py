@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from nightseg import cache as cache_module
-from nightseg.cache import CHECKSUMS, StageCache
-from nightseg.utils import DataError, storage_error
+from nightseg.core.cli import storage_error
+from nightseg.core.errors import DataError
+from nightseg.infra import cache as cache_module
+from nightseg.infra.cache import CHECKSUMS, StageCache
 
 
 def _weights(stage, out: Path) -> None:
@@ -64,7 +65,7 @@ def test_a_corrupt_artefact_is_named_moved_aside_and_rebuilt(tmp_path, caplog, h
     path, _ = cache.obtain("segmenter", {"x": 1}, "model.ckpt", _weights)
     CORRUPTIONS[how](path.parent)
     builds = []
-    with caplog.at_level(logging.WARNING, logger="nightseg.cache"):
+    with caplog.at_level(logging.WARNING, logger="nightseg.infra.cache"):
         path2, status = cache.obtain("segmenter", {"x": 1}, "model.ckpt",
                                      lambda stage, out: builds.append(1) or _weights(stage, out))
     assert status == "trained" and builds == [1] and path2 == path
@@ -88,7 +89,7 @@ def test_a_generated_set_with_a_file_deleted_added_or_edited_is_rebuilt(tmp_path
         target.write_bytes(b"x")
     else:
         target.write_text(target.read_text().replace('"index": 1', '"index": 2'))
-    with caplog.at_level(logging.WARNING, logger="nightseg.cache"):
+    with caplog.at_level(logging.WARNING, logger="nightseg.infra.cache"):
         _, status = cache.obtain("night_images", {"x": 1}, "images", _images)
     assert status == "trained"
     assert str(target) in caplog.text  # the file is named
@@ -148,7 +149,7 @@ def test_storage_errors_become_one_line_naming_the_path(tmp_path, monkeypatch):
     assert "\n" not in str(e) and "run the same command again" in str(e)
     # a writer that staged its file elsewhere (fsspec: /tmp) is placed by the fullest directory
     free = {str(cache): 4096, str(run): 10**12}
-    monkeypatch.setattr("nightseg.utils._free_bytes", lambda d: free[str(d)])
+    monkeypatch.setattr("nightseg.core.cli._free_bytes", lambda d: free[str(d)])
     e = storage_error(OSError(errno.ENOSPC, "No space left on device", "/tmp/tmpabc"), [cache, run])
     assert f"writing {cache}, 4 KiB free under {cache}" in str(e)
     # torch's checkpoint writer says neither errno nor file
@@ -175,14 +176,14 @@ def test_run_main_prints_one_line_for_a_full_disk(tmp_path, monkeypatch):
     """What `python -m nightseg.run` prints when the disk fills (the writer simulated: no mount)."""
     import runpy
 
-    import nightseg.config
+    import nightseg.training.config
 
     cache = tmp_path / "cache"
 
     def full(cfg):
         raise OSError(errno.ENOSPC, "No space left on device", str(cache / "stages" / "model.ckpt"))
 
-    monkeypatch.setattr(nightseg.config, "validate", full)  # the first thing run() calls
+    monkeypatch.setattr(nightseg.training.config, "validate", full)  # the first thing run() calls
     monkeypatch.setattr(sys, "argv", ["nightseg.run", "experiment=smoke", "logger=csv",
                                       f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}"])
     with pytest.raises(SystemExit) as exit_info:
@@ -193,7 +194,7 @@ def test_run_main_prints_one_line_for_a_full_disk(tmp_path, monkeypatch):
 
 
 def test_the_runner_compares_metrics_without_timings_and_relative_checkpoints(tmp_path):
-    from nightseg.faults import comparable, damage, markdown
+    from nightseg.tools.faults.runs import comparable, damage, markdown
 
     m = {"results": [1], "timings_s": {"segmenter": 1.0}, "stages": {"segmenter": "trained"},
          "checkpoints": {"segmenter": str(tmp_path / "a" / "stages" / "segmenter" / "k" / "model.ckpt")}}
@@ -260,7 +261,7 @@ def test_a_torn_resume_checkpoint_is_set_aside_and_the_stage_starts_over(tmp_pat
     loading it. Now it is named, moved aside, and the stage trains from its start."""
     import torch
 
-    from nightseg.cache import resume_checkpoint
+    from nightseg.infra.cache import resume_checkpoint
 
     good, torn = tmp_path / "good" / "last.ckpt", tmp_path / "torn" / "last.ckpt"
     for p in (good, torn):
@@ -268,7 +269,7 @@ def test_a_torn_resume_checkpoint_is_set_aside_and_the_stage_starts_over(tmp_pat
     torch.save({"epoch": 1}, good)
     torn.write_bytes(good.read_bytes()[:40])
     assert resume_checkpoint(good) == good and resume_checkpoint(tmp_path / "none.ckpt") is None
-    with caplog.at_level(logging.WARNING, logger="nightseg.cache"):
+    with caplog.at_level(logging.WARNING, logger="nightseg.infra.cache"):
         assert resume_checkpoint(torn) is None
     assert not torn.exists() and torn.with_name("last.ckpt.torn").exists()
     assert str(torn) in caplog.text
@@ -281,7 +282,7 @@ def test_run_main_names_a_read_only_cache_also_behind_hydras_instantiation_error
 
     from hydra.errors import InstantiationException
 
-    import nightseg.config
+    import nightseg.training.config
 
     cache = tmp_path / "cache"
 
@@ -291,7 +292,7 @@ def test_run_main_names_a_read_only_cache_also_behind_hydras_instantiation_error
         except OSError as e:
             raise InstantiationException("Error in call to target 'build_catalog'") from e
 
-    monkeypatch.setattr(nightseg.config, "validate", read_only)
+    monkeypatch.setattr(nightseg.training.config, "validate", read_only)
     monkeypatch.setattr(sys, "argv", ["nightseg.run", "experiment=smoke", "logger=csv",
                                       f"paths.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}"])
     with pytest.raises(SystemExit) as exit_info:
@@ -303,7 +304,8 @@ def test_run_main_names_a_read_only_cache_also_behind_hydras_instantiation_error
 def test_every_entry_point_reports_storage_errors_and_bad_input_in_one_line(tmp_path):
     """run, evaluate and predict share errors_as_one_line: a full disk (also wrapped) and bad input
     become one line; anything else keeps its traceback."""
-    from nightseg.utils import ConfigError, errors_as_one_line
+    from nightseg.core.cli import errors_as_one_line
+    from nightseg.core.errors import ConfigError
 
     out = tmp_path / "out"
     out.mkdir()

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from nightseg.cache import StageCache
+from nightseg.core.errors import ConfigError
 from nightseg.data.datamodules import build_transform
 from nightseg.data.io import SegmentationDataset
-from nightseg.evaluation import evaluate
-from nightseg.gate import BrightnessGate, fit_threshold, mean_luma
-from nightseg.pipeline import SegmentationPipeline
+from nightseg.inference.evaluation import evaluate
+from nightseg.inference.gate import BrightnessGate, fit_threshold, mean_luma
+from nightseg.inference.pipeline import SegmentationPipeline
+from nightseg.infra.cache import stage_cache
+from nightseg.infra.job import Job
+from nightseg.infra.tracking import CSVTracker
 from nightseg.run import run
-from nightseg.stages import Job, get_gate, get_segmenter, get_translator
-from nightseg.tracking import CSVTracker
-from nightseg.utils import ConfigError
+from nightseg.training.stages import get_gate, get_segmenter, get_translator
 from tests.conftest import compose_cfg, read_metrics
 
 
@@ -63,7 +62,7 @@ def test_gated_pipeline_translates_only_dark_images():
 
 
 def test_gate_option_is_checked(smoke_overrides):
-    from nightseg.config import validate
+    from nightseg.training.config import validate
 
     with pytest.raises(ConfigError, match="strategy.gate=always: use none .* or auto"):
         validate(compose_cfg(smoke_overrides + ["strategy.gate=always"]))
@@ -98,7 +97,7 @@ def test_combined_strategy_reuses_every_stage_and_counts_gate_decisions(tmp_path
 def test_gate_is_fitted_on_translator_images_and_keeps_day_images_raw(tmp_path, smoke_overrides):
     cfg = compose_cfg(smoke_overrides + ["strategy=night2day_inference"])
     catalog = instantiate(cfg.data.catalog)
-    job = Job(cfg=cfg, run_dir=tmp_path, cache=StageCache(Path(cfg.paths.cache_dir) / "stages"),
+    job = Job(cfg=cfg, run_dir=tmp_path, cache=stage_cache(cfg.paths.cache_dir),
               tracker=CSVTracker(save_dir=tmp_path), catalog=catalog)
     gate = get_gate(job)
     # Exactly the translator's unlabelled day and night images, as the segmenter sees them.

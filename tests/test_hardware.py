@@ -15,14 +15,14 @@ from PIL import Image
 from pytorch_lightning.accelerators import CPUAccelerator, CUDAAccelerator
 from torch.utils.data import DataLoader, Dataset
 
-from nightseg import hardware
-from nightseg.bench_timing import autocast_dtype, training_precision
-from nightseg.config import trainer_spec
+from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule, init_worker
 from nightseg.data.io import batch_to_float
-from nightseg.predict import autocast_dtype as predict_dtype
-from nightseg.utils import ConfigError
+from nightseg.inference.device import inference_autocast_dtype as predict_dtype
+from nightseg.infra import hardware
+from nightseg.tools.bench.timing import autocast_dtype, training_precision
+from nightseg.training.specs import trainer_spec
 from tests.conftest import compose_cfg
 
 
@@ -111,7 +111,7 @@ def test_auto_precision_follows_the_cpu_class(fake_cpu, cpu, aten, onednn, tier,
 def test_the_choice_and_a_held_cpu_are_logged_once(fake_cpu, caplog, monkeypatch):
     monkeypatch.setattr(hardware, "_said", set())
     fake_cpu("avx512_bf16", "AVX2", "AVX2")
-    with caplog.at_level(logging.INFO, logger="nightseg.hardware"):
+    with caplog.at_level(logging.INFO, logger="nightseg.infra.hardware"):
         for _ in range(3):  # every stage's Trainer resolves it again
             hardware.choose_precision("auto", cuda=False)
     lines = [r.getMessage() for r in caplog.records]
@@ -124,7 +124,7 @@ def test_the_choice_and_a_held_cpu_are_logged_once(fake_cpu, caplog, monkeypatch
 def test_explicit_bf16_is_respected_and_warned_where_emulated(fake_cpu, caplog, monkeypatch, cpu, warned):
     monkeypatch.setattr(hardware, "_said", set())
     fake_cpu(cpu)
-    with caplog.at_level(logging.WARNING, logger="nightseg.hardware"):
+    with caplog.at_level(logging.WARNING, logger="nightseg.infra.hardware"):
         for precision in ("bf16-mixed", "bf16-mixed", "32-true"):
             assert hardware.choose_precision(precision, cuda=False) == precision
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -143,10 +143,11 @@ def test_auto_precision_on_gpus(fake_gpu, capability, precision):
     assert hardware.resolve_trainer(trainer)["precision"] == precision
 
 
+@pytest.mark.slow
 def test_a_cpu_held_to_avx2_resolves_to_fp32_for_real():
     """This machine's own CPU under ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (on an AVX2-only
     CPU the same without the variables): what torch reports there, not a fake, says fp32."""
-    code = ("from nightseg import hardware; c = hardware.cpu_class(); "
+    code = ("from nightseg.infra import hardware; c = hardware.cpu_class(); "
             "print(c.tier, hardware.auto_precision(cuda=False)[0], hardware.device_summary('cpu'))")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -269,14 +270,13 @@ def test_loader_workers_auto(monkeypatch, cores, cuda, per_node, workers):
 
 
 def test_a_job_resolves_data_num_workers_auto_before_any_loader(monkeypatch, tmp_path):
-    from nightseg.cache import StageCache
-    from nightseg.stages import Job
+    from nightseg.infra.job import Job
 
     monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
     cfg = compose_cfg(["trainer.accelerator=cpu"])
     assert cfg.data.num_workers == "auto"
-    Job(cfg=cfg, run_dir=tmp_path, cache=StageCache(tmp_path / "stages"), tracker=None, catalog=None)
+    Job(cfg=cfg, run_dir=tmp_path, tracker=None, catalog=None)
     assert cfg.data.num_workers == 0
     cfg = compose_cfg(["trainer.accelerator=cpu", "data.num_workers=3"])
-    Job(cfg=cfg, run_dir=tmp_path, cache=StageCache(tmp_path / "stages"), tracker=None, catalog=None)
+    Job(cfg=cfg, run_dir=tmp_path, tracker=None, catalog=None)
     assert cfg.data.num_workers == 3

@@ -104,6 +104,7 @@ def test_layout_and_option_errors_exit_two(tmp_path, capsys):
     assert "camvid takes classes" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_entry_point(tmp_path):
     root = fl.make_zju(tmp_path / "zju")
     env = {**os.environ, "PYTHONPATH": str(REPO)}

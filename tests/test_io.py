@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nightseg.core.errors import DataError
 from nightseg.data.catalog import Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule
 from nightseg.data.io import SegmentationDataset, collate_skipping
-from nightseg.utils import DataError
 
 
 def _write(tmp_path, name, rgb=True, size=(40, 32), value=1):

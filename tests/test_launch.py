@@ -3,9 +3,9 @@ Lightning without starting any (tests/test_distributed.py starts them)."""
 
 import pytest
 
-from nightseg import distributed
-from nightseg.distributed import World, gan_strategy, plan
-from nightseg.utils import ConfigError
+from nightseg.core.errors import ConfigError
+from nightseg.infra import distributed
+from nightseg.infra.distributed import World, gan_strategy, plan
 
 CPU = {"accelerator": "cpu", "precision": "32-true"}
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from nightseg.bench_timing import count_macs
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.nets.generator import ResnetGenerator
 from nightseg.nets.light_generator import InstanceNorm, LightGenerator
+from nightseg.tools.bench.timing import count_macs
 from tests.conftest import compose_cfg
 
 

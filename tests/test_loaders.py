@@ -86,6 +86,7 @@ def test_eval_shards_deal_whole_batches_without_repeating_images(n, batch, world
     assert sorted(real) == one_process  # every image once, in its one-process batch
 
 
+@pytest.mark.slow
 def test_eval_loaders_use_the_shards_under_ddp(coordinates):
     class Trainer:
         world_size, global_rank, accelerator = 2, 1, "cpu"
@@ -155,6 +156,7 @@ def fit_recording(dm_factory, root, stop_at=None, resume=False, workers=0, **tra
 @pytest.mark.parametrize("module", ["segmentation", "translation"])
 @pytest.mark.parametrize("batch, limit, stop_at", [(2, 1.0, 1), (2, 1.0, 3), (2, 1.0, 4), (2, 1.0, 6),
                                                    (3, 1.0, 2), (3, 1.0, 5), (2, 3, 3), (2, 3, 5)])
+@pytest.mark.slow
 def test_a_resume_mid_epoch_goes_on_with_the_batches_the_uninterrupted_run_trained_on(
         coordinates, tmp_path, module, batch, limit, stop_at):
     """8 samples: 4 batches of 2 an epoch, or 2 of 3 (and 2 samples dropped), or the first 3 of 4
@@ -178,6 +180,7 @@ def test_a_resume_mid_epoch_goes_on_with_the_batches_the_uninterrupted_run_train
     assert torch.equal(rest.w, whole.w)
 
 
+@pytest.mark.slow
 def test_training_batches_do_not_depend_on_the_loader_workers(coordinates, tmp_path):
     def dm(workers):
         return SegmentationDataModule([coordinates], batch_size=2, num_workers=workers,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from nightseg.metrics import scores_from_confusion
+from nightseg.core.metrics import scores_from_confusion
 
 
 def test_scores_match_hand_computation():
@@ -48,7 +48,7 @@ def test_ordered_psnr_and_ssim_equal_torchmetrics_bit_for_bit():
     do not move."""
     from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-    from nightseg.metrics import OrderedPSNR, OrderedSSIM
+    from nightseg.core.metrics import OrderedPSNR, OrderedSSIM
 
     theirs = (PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
               StructuralSimilarityIndexMeasure(data_range=1.0))
@@ -65,7 +65,7 @@ def test_ordered_psnr_and_ssim_equal_torchmetrics_bit_for_bit():
 def test_ordered_metrics_do_not_depend_on_the_order_of_updates():
     """Under DDP the batches of rank 1 are gathered after those of rank 0; in index order again,
     the result is the one-process result exactly."""
-    from nightseg.metrics import OrderedPSNR, OrderedSSIM
+    from nightseg.core.metrics import OrderedPSNR, OrderedSSIM
 
     batches = _batches(n_images=11, batch=2, seed=1)
     results = []

@@ -13,6 +13,7 @@ from nightseg.models.segmentation import SegmentationModule
 from tests.conftest import SMALL_D, SMALL_G, UnpairedImages, cpu_trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_one_cyclegan_step_changes_all_four_networks(channels_last):
     pl.seed_everything(0)
@@ -44,6 +45,7 @@ def test_cyclegan_learning_rate_constant_then_linear_to_zero():
     assert factors[3:] == pytest.approx([0.8, 0.6, 0.4, 0.2])
 
 
+@pytest.mark.slow
 def test_cyclegan_scheduler_steps_once_per_epoch():
     pl.seed_everything(0)
     module = CycleGANModule(SMALL_G, SMALL_D, lr=1e-3, epochs_constant=1, epochs_decay=2)
@@ -107,6 +109,7 @@ class _Labelled(Dataset):
         return {"image": torch.rand(3, 32, 48, generator=g), "mask": mask}
 
 
+@pytest.mark.slow
 def test_segmentation_poly_schedule_and_training_step():
     pl.seed_everything(0)
     module = SegmentationModule(num_classes=3, class_names=["a", "b", "c"], lr=1e-3, max_epochs=2)

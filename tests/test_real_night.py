@@ -14,13 +14,13 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
+from nightseg.core.errors import ConfigError, DataError
 from nightseg.data import nighttime_driving as nd
 from nightseg.data.camvid import CAMVID_CLASSES
 from nightseg.data.catalog import Sample, SampleSet
 from nightseg.data.datamodules import SegmentationDataModule, TranslationDataModule
 from nightseg.data.inspect_dataset import main as inspect_main
 from nightseg.run import run
-from nightseg.utils import ConfigError, DataError
 from tests.conftest import SHARED_DATA, compose_cfg
 
 REAL_ND = SHARED_DATA / "nighttime_driving"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nightseg.hardware import auto_precision
+from nightseg.core.errors import ConfigError
+from nightseg.infra.hardware import auto_precision
 from nightseg.run import run
-from nightseg.utils import ConfigError
 from tests.conftest import REPO, compose_cfg, read_metrics
 
 pytestmark = pytest.mark.slow
@@ -219,8 +219,8 @@ def test_non_finite_loss_stops_the_stage_and_publishes_nothing(tmp_path, smoke_o
     named; no model is published; the resume checkpoint is not from the NaN step."""
     import torch
 
+    from nightseg.core.errors import TrainingError
     from nightseg.models.segmentation import SegmentationModule
-    from nightseg.utils import TrainingError
 
     real_step = SegmentationModule.training_step
     steps = []
@@ -245,8 +245,8 @@ def test_non_finite_loss_stops_the_stage_and_publishes_nothing(tmp_path, smoke_o
 
 def test_non_finite_gan_loss_stops_the_translator(tmp_path, smoke_overrides, monkeypatch):
     """The GANs optimize manually: their logged losses are checked (one step late)."""
+    from nightseg.core.errors import TrainingError
     from nightseg.models.cyclegan import CycleGANModule
-    from nightseg.utils import TrainingError
 
     real_step = CycleGANModule.training_step
 

@@ -1,4 +1,4 @@
-"""Requeue on Slurm's warning signals (nightseg.preemption), on a local run: USR1 under a faked Slurm
+"""Requeue on Slurm's warning signals (nightseg.infra.preemption), on a local run: USR1 under a faked Slurm
 job with a fake ``scontrol``, USR2 under hydra/launcher=submitit_local (submitit's own requeue);
 plus the launcher config and the node-local cache warning."""
 
@@ -110,7 +110,7 @@ def test_usr1_under_slurm_saves_the_step_requeues_once_and_the_requeued_job_resu
     assert "stopped by SIGUSR1: Slurm job 4242 requeued; it resumes this stage from the saved step" in err
     assert calls.read_text().splitlines() == ["requeue 4242"]
     log = (run_dir / "run.log").read_text()
-    from nightseg.preemption import node_local_reason
+    from nightseg.infra.preemption import node_local_reason
 
     if node_local_reason(cache):  # pytest's temporary directory is usually under /tmp: said in one line
         assert f"paths.cache_dir={cache} is {node_local_reason(cache)}, local to this node" in log
@@ -203,7 +203,7 @@ def test_slurm_launcher_config_makes_the_sbatch_script(tmp_path, monkeypatch):
 
 
 def test_node_local_cache_is_named(tmp_path, monkeypatch, caplog):
-    from nightseg import preemption
+    from nightseg.infra import preemption
 
     assert preemption.node_local_reason("/dev/shm/nightseg") is not None
     assert preemption.node_local_reason("/tmp/nightseg") is not None
@@ -218,7 +218,7 @@ def test_node_local_cache_is_named(tmp_path, monkeypatch, caplog):
 
 
 def test_array_task_is_requeued_by_its_own_id(monkeypatch):
-    from nightseg import preemption
+    from nightseg.infra import preemption
 
     monkeypatch.setenv("SLURM_JOB_ID", "4243")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
@@ -230,8 +230,8 @@ def test_array_task_is_requeued_by_its_own_id(monkeypatch):
 # ---- the handler itself, in this process ------------------------------------------------------
 @pytest.fixture
 def preemption(monkeypatch):
-    """nightseg.preemption with fresh state; this process's USR1/USR2 handlers restored after."""
-    from nightseg import preemption
+    """nightseg.infra.preemption with fresh state; this process's USR1/USR2 handlers restored after."""
+    from nightseg.infra import preemption
 
     saved = {sig: signal.getsignal(sig) for sig in preemption.REQUEUE_SIGNALS}
     monkeypatch.setattr(preemption, "_state", preemption._State())
@@ -294,6 +294,7 @@ def test_sigterm_stops_without_requeue(preemption, tmp_path, monkeypatch):
     assert not calls.exists()
 
 
+@pytest.mark.slow
 def test_sigterm_as_a_trainer_ends_stops_before_the_next_stage(preemption, tmp_path):
     """SIGTERM after a Trainer's loops (here in on_train_end): Lightning sets its flag but no loop
     acts on it any more; the job must still stop between stages, with 143, instead of going on."""

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import CITYSCAPES_CLASSES
 from nightseg.data.io import load_sample, read_image, read_label
 from nightseg.data.synthetic import GENERATOR_VERSION, build, build_catalog, dataset_dir, render_scene
 from nightseg.data.synthetic.__main__ import main as synthetic_main
 from nightseg.data.synthetic.stats import chroma, luma
-from nightseg.utils import ConfigError
 
 SIZE = (64, 128)
 COUNTS = {"translate_day": 2, "translate_night": 2, "train": 3, "val": 2, "test": 2}
@@ -171,6 +171,7 @@ def test_bad_arguments_name_the_key(tmp_path, kwargs, key):
         render_scene(0, "training", 0, (64, 64))
 
 
+@pytest.mark.slow
 def test_two_processes_at_once(tmp_path):
     # Spawned children import only nightseg.data.synthetic.build (target pickled by reference).
     ctx = multiprocessing.get_context("spawn")
@@ -198,6 +199,7 @@ def test_worker_pool_matches_serial(tmp_path, monkeypatch, caplog):
                               render_scene(2, "translate_night", i, (64, 64))["night"])
 
 
+@pytest.mark.slow
 def test_unguarded_main_script_does_not_hang(tmp_path):
     # Spawned workers re-import the main script; one that builds the dataset at top level must
     # not wait forever on its parent's lock: the pool breaks and the parent renders serially.

@@ -1,5 +1,5 @@
 """Using trained models outside a run: python -m nightseg.evaluate and python -m nightseg.predict
-(nightseg/trained.py names, checks and loads the models for both)."""
+(nightseg/inference/loading.py names, checks and loads the models for both)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from nightseg.core.errors import ConfigError
+from nightseg.core.visualize import CITYSCAPES_PALETTE
+from nightseg.deploy.pipelines import load_pipeline
+from nightseg.inference.loading import Models, load_segmenter, load_translator, resolve
 from nightseg.models.cyclegan import CycleGANModule
 from nightseg.models.segmentation import SegmentationModule
-from nightseg.trained import Models, load_pipeline, load_segmenter, load_translator, resolve
-from nightseg.utils import ConfigError
-from nightseg.visualize import CITYSCAPES_PALETTE
 from tests.conftest import CONF_DIR, REPO, SMALL_D, SMALL_G, compose_cfg, read_metrics
 
 
@@ -160,7 +161,7 @@ def test_onnxruntime_runs_the_same_pipeline_exported_once(tmp_path, checkpoints)
     """runtime=onnxruntime: the checkpoints exported once into the stage cache (parity-checked),
     then run by onnxruntime in the torch modules' places, the gate included; evaluate and predict
     take it alike."""
-    from nightseg.export import OnnxPipeline, OnnxTranslator
+    from nightseg.deploy.runtime import OnnxPipeline, OnnxTranslator
 
     cache = checkpoints["root"]  # the stage cache the predict call below names too
     models = Models(checkpoints["segmenter"], checkpoints["translator"], checkpoints["gate"])
@@ -300,6 +301,7 @@ def test_predict_bad_options(tmp_path, checkpoints, override, message):
         _predict(tmp_path, checkpoints, tmp_path / "x.png", override)
 
 
+@pytest.mark.slow
 def test_predict_command_prints_one_line_for_a_translator_given_as_segmenter(tmp_path, checkpoints):
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "x.png")
     proc = subprocess.run([sys.executable, "-m", "nightseg.predict", f"input={tmp_path / 'x.png'}",

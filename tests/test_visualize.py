@@ -2,8 +2,8 @@
 
 import numpy as np
 
+from nightseg.core.visualize import CITYSCAPES_PALETTE, colorize, panel
 from nightseg.data.catalog import CITYSCAPES_CLASSES
-from nightseg.visualize import CITYSCAPES_PALETTE, colorize, panel
 
 
 def test_colours_follow_class_meaning_across_datasets():

@@ -6,7 +6,7 @@ machine is and once held to AVX2 (what an AVX2-only laptop does):
     .venv/bin/python experiments/bench/layouts.py
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python experiments/bench/layouts.py
 
-Training steps: the modules' own training_step under a Lightning Trainer (nightseg.bench_timing),
+Training steps: the modules' own training_step under a Lightning Trainer (nightseg.tools.bench.timing),
 at the default job's sizes (segmenter batch 8 at 96x192; CycleGAN batch 1 on 64x64 crops).
 Inference: batch 1 at 480x272. Medians of --runs timed calls after a warm-up.
 """
@@ -17,9 +17,9 @@ import argparse
 
 import torch
 
-from nightseg import bench
-from nightseg.bench_timing import time_calls, time_training_steps
-from nightseg.hardware import device_summary
+from nightseg.infra.hardware import device_summary
+from nightseg.tools.bench import models as bench
+from nightseg.tools.bench.timing import time_calls, time_training_steps
 
 CPU = torch.device("cpu")
 TRAINING = (("segmenter", "segmenter", 8, (96, 192)), ("translator_small", "cyclegan_small", 1, (64, 64)))
@@ -28,7 +28,7 @@ INFERENCE = ("segmenter", "translator_light", "translator_full")
 
 def _precision(bf16: bool):
     """Patch the bench's setting so that 'optimized' means 'bf16 autocast' or 'fp32' here."""
-    import nightseg.bench_timing as bt
+    import nightseg.tools.bench.timing as bt
 
     bt.training_precision = lambda device, optimized: "bf16-mixed" if optimized else "32-true"
     bt.autocast_dtype = lambda device: torch.bfloat16
@@ -47,7 +47,7 @@ def main() -> None:
         sample = bench.training_sample(name, hw)
         for bf16 in precisions:
             for cl in (False, True):
-                def build(optimized, cl=cl):
+                def build(optimized, cl=cl, key=key):
                     torch.manual_seed(0)
                     if key == "segmenter":
                         return bench.build_segmenter(cl)

@@ -19,9 +19,9 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from nightseg.core.errors import ConfigError, DataError
 from nightseg.data.catalog import CITYSCAPES_CLASSES, DataCatalog, Sample, SampleSet
-from nightseg.data.layout import complete, empty, files, layout_error, paired, require_dirs, unlabelled
-from nightseg.utils import ConfigError, DataError
+from nightseg.data.folders import complete, empty, files, layout_error, paired, require_dirs, unlabelled
 
 LABEL_FILES = ("labels/bdd100k_labels_images_{split}.json", "labels/det_20/det_{split}.json")
 EXPECTED_100K = ("images/100k/{train,val} and labels/bdd100k_labels_images_{train,val}.json "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nightseg.core.errors import ConfigError, DataError
 from nightseg.data.catalog import (
     CITYSCAPES_CLASSES,
     IGNORE_INDEX,
@@ -28,8 +29,7 @@ from nightseg.data.catalog import (
     SampleSet,
     identity_lut,
 )
-from nightseg.data.layout import complete, files, layout_error, require_dirs, unlabelled
-from nightseg.utils import ConfigError, DataError
+from nightseg.data.folders import complete, files, layout_error, require_dirs, unlabelled
 
 CAMVID_CLASSES: tuple[str, ...] = (
     "sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car",

@@ -14,16 +14,9 @@ import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-IGNORE_INDEX = 255  # label value of unlabelled pixels in every dataset's masks
-# data.on_error: raise (stop at a bad file) or skip (log, count and leave it out).
-ON_ERROR_CHOICES = ("raise", "skip")
+from nightseg.core.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, ON_ERROR_CHOICES
 
-CITYSCAPES_CLASSES: tuple[str, ...] = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic_light", "traffic_sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)
-
+__all__ = ["CITYSCAPES_CLASSES", "IGNORE_INDEX", "ON_ERROR_CHOICES", "DataCatalog", "Sample", "SampleSet"]
 
 @dataclass(frozen=True)
 class Sample:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX, DataCatalog, SampleSet
-from nightseg.data.layout import empty, files, paired, require_dirs, strip_suffix, unlabelled
+from nightseg.data.folders import empty, files, paired, require_dirs, strip_suffix, unlabelled
 
 EXPECTED = ("leftImg8bit/{train,val}/<city>/*_leftImg8bit.png and gtFine/{train,val}/<city>/"
             "*_gtFine_labelTrainIds.png (or *_gtFine_labelIds.png)")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import DataCatalog, SampleSet
-from nightseg.data.layout import empty
-from nightseg.utils import ConfigError
+from nightseg.data.folders import empty
 
 ROLES = ("translate_day", "translate_night", "train", "val", "test")
 

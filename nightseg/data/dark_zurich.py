@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nightseg.data.catalog import CITYSCAPES_CLASSES, DataCatalog, SampleSet
-from nightseg.data.layout import (
+from nightseg.data.folders import (
     check_on_missing,
     empty,
     files,

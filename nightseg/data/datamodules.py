@@ -33,7 +33,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSamp
 
 from nightseg.data.catalog import SampleSet
 from nightseg.data.io import SegmentationDataset, UnpairedDataset, batch_to_float, collate_skipping
-from nightseg.hardware import uses_cuda
+from nightseg.infra.hardware import uses_cuda
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def init_worker(worker_id: int, rank: int = 0) -> None:
     # A scheduler's SIGTERM reaches every process of the job. The main process stops training at
     # the next step and saves a resume checkpoint (stages._fit); a worker killed by it first
     # would turn that into a DataLoader error instead. Workers end with the main process. The same
-    # for Slurm's requeue signals (nightseg.preemption), which end a process by default.
+    # for Slurm's requeue signals (nightseg.infra.preemption), which end a process by default.
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
     info = torch.utils.data.get_worker_info()
@@ -278,7 +278,7 @@ class _DataModule(pl.LightningDataModule):
                 seed = int(self.trainer.strategy.broadcast(seed, src=0))
         sampler = ResumableSampler(dataset, seed, num_replicas=world, rank=rank)
         # The loader's own generator: creating its iterator must not draw from the global one,
-        # which a resumed run restores at the checkpoint's step (nightseg.resume); an extra draw
+        # which a resumed run restores at the checkpoint's step (nightseg.training.resume); an extra draw
         # there would shift every later dropout mask and history-pool draw.
         loader = make_loader(SeededSamples(dataset), self.batch_size, self.num_workers, shuffle=False,
                              sampler=sampler, rank=rank, pin_memory=self._pin_memory(),

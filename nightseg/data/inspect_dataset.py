@@ -25,9 +25,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from nightseg.core.errors import ConfigError, DataError
 from nightseg.data.catalog import IGNORE_INDEX, DataCatalog, Sample, SampleSet
 from nightseg.data.io import label_size_problem, read_image, read_label
-from nightseg.utils import ConfigError, DataError
 
 # Dataset name -> (module, catalog builder); the CLI's only registry (configs use _target_).
 FAMILIES = {

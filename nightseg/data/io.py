@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
+from nightseg.core.errors import DataError
 from nightseg.data.catalog import IGNORE_INDEX, ON_ERROR_CHOICES, Sample, SampleSet
-from nightseg.utils import DataError
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from nightseg.core.errors import ConfigError
 from nightseg.data.camvid import CAMVID_CLASSES, cityscapes_to_camvid_lut
 from nightseg.data.catalog import CITYSCAPES_CLASSES, DataCatalog, SampleSet
-from nightseg.data.layout import empty, files, paired, require_dirs, strip_suffix, unlabelled
-from nightseg.utils import ConfigError
+from nightseg.data.folders import empty, files, paired, require_dirs, strip_suffix, unlabelled
 
 IMAGES = "leftImg8bit/test/night"
 LABELS = "gtCoarse_daytime_trainvaltest/test/night"

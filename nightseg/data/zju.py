@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nightseg.data.catalog import CITYSCAPES_CLASSES, DataCatalog, SampleSet
-from nightseg.data.layout import check_on_missing, empty, paired, require_dirs, unlabelled
+from nightseg.data.folders import check_on_missing, empty, paired, require_dirs, unlabelled
 
 EXPECTED = "day/ and night/ image folders (*.jpg, *.png) and optionally labels/{day,night}/<name>.png"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -180,8 +180,8 @@ class CycleGANModule(Translator, pl.LightningModule):
         """An image grid of the fixed samples: day | day->night | night | night->day."""
         if self.sample_batch is None or self.logger is None:
             return
-        from nightseg.tracking import log_image
-        from nightseg.visualize import panel, to_uint8
+        from nightseg.core.visualize import panel, to_uint8
+        from nightseg.infra.tracking import log_image
 
         was_training = self.training
         self.eval()

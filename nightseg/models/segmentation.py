@@ -1,7 +1,7 @@
 """SegmentationModule: ERF-PSPNet trained with cross-entropy and poly learning-rate decay, and
 validated on the named validation sets with the scores of the paper (Sun et al. 2019, Table 2:
-mIoU, pixel accuracy, mean class accuracy; nightseg.metrics.SetScores). Test-time evaluation, raw
-or translated night->day first, is nightseg.evaluation's: this module holds no test-time state.
+mIoU, pixel accuracy, mean class accuracy; nightseg.core.metrics.SetScores). Test-time evaluation, raw
+or translated night->day first, is nightseg.inference.evaluation's: this module holds no test-time state.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from nightseg.core.metrics import SetScores
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
-from nightseg.metrics import SetScores
 from nightseg.nets.erf_pspnet import ERFPSPNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from filelock import FileLock
 
+from nightseg.core.errors import ConfigError
+from nightseg.core.files import atomic_path, write_json
 from nightseg.data.catalog import CITYSCAPES_CLASSES, DataCatalog, Sample, SampleSet
 from nightseg.data.synthetic.render import (
     GENERATOR_VERSION,
@@ -31,7 +33,6 @@ from nightseg.data.synthetic.render import (
     SPLITS,
     render_scene,
 )
-from nightseg.utils import ConfigError, atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def _remove_stale_temporaries(key: Path) -> None:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    """Encode and write a PNG atomically (nightseg.utils.atomic_path)."""
+    """Encode and write a PNG atomically (nightseg.core.files.atomic_path)."""
     if image.ndim == 3:
         image = np.ascontiguousarray(image[..., ::-1])  # OpenCV wants BGR
     ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nightseg.core.files import atomic_path
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
 from nightseg.data.synthetic.day import render_day
 from nightseg.data.synthetic.layout import sample_layout
 from nightseg.data.synthetic.night import render_night
 from nightseg.data.synthetic.render import SPLIT_STREAMS, render_scene
 from nightseg.data.synthetic.scene import rasterize
-from nightseg.utils import atomic_path
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as in JPEG/YCbCr
 
@@ -39,7 +39,7 @@ def preview(path: Path, seed: int, size: tuple[int, int], n: int, split: str = "
     """A grid with one row per scene: day | night | colourised label."""
     from PIL import Image
 
-    from nightseg.visualize import colorize, panel
+    from nightseg.core.visualize import colorize, panel
 
     rows = []
     for i in range(n):

@@ -1,0 +1,1 @@
+"""The benchmark behind python -m nightseg.bench: timing, model builders, onnxruntime rows."""

@@ -1,0 +1,1 @@
+"""The fault-injection harness behind python -m nightseg.faults (experiments/reliability)."""
