@@ -280,3 +280,23 @@ def test_a_job_resolves_data_num_workers_auto_before_any_loader(monkeypatch, tmp
     cfg = compose_cfg(["trainer.accelerator=cpu", "data.num_workers=3"])
     Job(cfg=cfg, run_dir=tmp_path, tracker=None, catalog=None)
     assert cfg.data.num_workers == 3
+
+
+@pytest.mark.parametrize("cpu, cuda, expected", [("avx2", False, False), ("avx512", False, False),
+                                                 ("avx512_bf16", False, True), ("amx", False, True),
+                                                 ("avx2", True, True)])
+def test_segmenter_layout_auto_follows_the_class(fake_cpu, cpu, cuda, expected):
+    """ERF-PSPNet trains in channels_last where bf16 is native, NCHW on the fp32 CPU classes; the
+    resolved bool is what the module keeps (and, through the job, what its cache key holds)."""
+    from nightseg.infra.job import Job
+    from nightseg.models.segmentation import SegmentationModule
+
+    fake_cpu(cpu)
+    assert hardware.resolve_channels_last("auto", cuda) is expected
+    assert hardware.resolve_channels_last(True, cuda) is True  # asked for: kept
+    if not cuda:
+        assert SegmentationModule(num_classes=19, channels_last="auto").hparams.channels_last is expected
+        cfg = compose_cfg(["trainer.accelerator=cpu"])
+        assert cfg.model.segmenter.channels_last == "auto"
+        Job(cfg=cfg, run_dir=".", tracker=None, catalog=None)
+        assert cfg.model.segmenter.channels_last is expected

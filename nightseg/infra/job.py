@@ -15,7 +15,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nightseg.infra import preemption
 from nightseg.infra.cache import StageCache
 from nightseg.infra.distributed import World
-from nightseg.infra.hardware import AUTO, loader_workers, resolve_trainer, usable_cores, uses_cuda
+from nightseg.infra.hardware import (
+    AUTO,
+    loader_workers,
+    resolve_channels_last,
+    resolve_trainer,
+    usable_cores,
+    uses_cuda,
+)
 from nightseg.infra.tracking import Tracker
 
 if TYPE_CHECKING:  # annotations only: the job context sits below the data layer
@@ -46,6 +53,11 @@ class Job:
     def __post_init__(self) -> None:
         # data.num_workers=auto: resolved once for this machine (nightseg.infra.hardware.loader_workers)
         # before any stage builds a loader. Batches do not depend on it, so no key does either.
+        # model.segmenter.channels_last=auto: the bool it resolves to here goes into the stage's key.
+        if OmegaConf.select(self.cfg, "model.segmenter.channels_last") == AUTO:
+            cuda = uses_cuda(self.trainer_args().get("accelerator", "auto"))
+            with open_dict(self.cfg):
+                self.cfg.model.segmenter.channels_last = resolve_channels_last(AUTO, cuda)
         if self.cfg.data.get("num_workers") == AUTO:
             trainer = self.trainer_args()
             devices = trainer.get("devices")  # processes per node, where it is a number

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from nightseg.core.metrics import SetScores
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
+from nightseg.infra.hardware import resolve_channels_last
 from nightseg.nets.erf_pspnet import ERFPSPNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,9 +36,12 @@ class SegmentationModule(pl.LightningModule):
         max_steps: int | None = None,
         class_weights: Sequence[float] | None = None,
         ignore_index: int = IGNORE_INDEX,
-        channels_last: bool = True,
+        channels_last: bool | str = True,
     ):
         super().__init__()
+        # "auto" (conf/model/segmenter/erf_pspnet.yaml) as a job resolves it before keying the stage;
+        # resolved here too for modules built outside a job, and saved as the bool it became.
+        channels_last = resolve_channels_last(channels_last)
         if class_names is None:
             class_names = CITYSCAPES_CLASSES[:num_classes] if num_classes <= 19 else [
                 f"class_{i}" for i in range(num_classes)]
