@@ -51,13 +51,13 @@ class Job:
     trainer_kwargs: dict | None = None  # cfg.trainer after the device's choices (hardware.resolve_trainer)
 
     def __post_init__(self) -> None:
-        # data.num_workers=auto: resolved once for this machine (nightseg.infra.hardware.loader_workers)
-        # before any stage builds a loader. Batches do not depend on it, so no key does either.
         # model.segmenter.channels_last=auto: the bool it resolves to here goes into the stage's key.
         if OmegaConf.select(self.cfg, "model.segmenter.channels_last") == AUTO:
             cuda = uses_cuda(self.trainer_args().get("accelerator", "auto"))
             with open_dict(self.cfg):
                 self.cfg.model.segmenter.channels_last = resolve_channels_last(AUTO, cuda)
+        # data.num_workers=auto: resolved once for this machine (nightseg.infra.hardware.loader_workers)
+        # before any stage builds a loader. Batches do not depend on it, so no key does either.
         if self.cfg.data.get("num_workers") == AUTO:
             trainer = self.trainer_args()
             devices = trainer.get("devices")  # processes per node, where it is a number
