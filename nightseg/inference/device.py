@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from nightseg.core.errors import ConfigError
-from nightseg.infra.hardware import cpu_class, native_bf16
+from nightseg.infra.hardware import auto_autocast_dtype, native_bf16
 
 PRECISIONS = ("auto", "bf16", "32")
 
@@ -27,7 +27,9 @@ def choose_device(device: str) -> torch.device:
 def inference_autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast, fp16 on GPUs without native bf16 (as nightseg.infra.hardware does for training),
     or None for fp32. ``auto``: fp32 on CPUs without native bf16 (AVX2), where bf16 is emulated."""
-    if precision == "32" or (precision == "auto" and device.type == "cpu" and not cpu_class().native_bf16):
+    if precision == "auto":
+        return auto_autocast_dtype(device.type == "cuda")
+    if precision == "32":
         return None
     if device.type == "cuda" and not native_bf16():
         return torch.float16

@@ -162,6 +162,15 @@ def auto_precision(cuda: bool) -> tuple[str, str]:
     return ("bf16-mixed" if cpu.native_bf16 else "32-true"), cpu.describe()
 
 
+# Lightning precision -> the dtype inference autocasts to (None: no autocast, fp32).
+AUTOCAST_DTYPE = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None}
+
+
+def auto_autocast_dtype(cuda: bool) -> torch.dtype | None:
+    """The dtype inference autocasts to under ``auto``: :func:`auto_precision`'s, for inference."""
+    return AUTOCAST_DTYPE[auto_precision(cuda)[0]]
+
+
 def choose_precision(precision: Any, cuda: bool) -> Any:
     """``trainer.precision`` for this device: ``auto`` resolved (:func:`auto_precision`), bf16
     autocast replaced by fp16 autocast on GPUs without bf16; an explicit bf16 on a CPU without it

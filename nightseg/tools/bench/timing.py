@@ -19,17 +19,14 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from nightseg.infra.hardware import auto_precision
-
-# Lightning precision -> autocast dtype (None: no autocast, fp32).
-_AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "32-true": None}
+from nightseg.infra.hardware import auto_autocast_dtype, auto_precision
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The auto setting's autocast dtype: bf16 where the hardware has it (AVX-512 bf16 / AMX CPUs,
     Ampere+ GPUs), fp16 on older GPUs (V100, T4: bf16 there is emulated, which
     torch.cuda.is_bf16_supported() counts as support), None (fp32) on other CPUs (AVX2)."""
-    return _AUTOCAST[auto_precision(device.type == "cuda")[0]]
+    return auto_autocast_dtype(device.type == "cuda")
 
 
 def inference_context(device: torch.device, optimized: bool) -> contextlib.ExitStack:
