@@ -4,6 +4,7 @@
     python -m nightseg.bench --no-training --models segmenter pipeline_light --json out.json
     python -m nightseg.bench --onnx --no-training --models segmenter pipeline_light   # + onnxruntime
     python -m nightseg.bench --int8-cost --segmenter KEY --cache-dir DIR data=synthetic
+    python -m nightseg.bench --data               # the loader: files vs prepared arrays, per worker
 
 Models (all the project's real modules with untrained weights; speed does not depend on them):
 ``segmenter`` is SegmentationModule (ERF-PSPNet, 19 classes, its own normalisation);
@@ -22,7 +23,9 @@ static int8 (nightseg.tools.bench.onnx_rows); ``--int8-cost`` scores a trained s
 with ``--translator``) on a dataset's test sets in PyTorch, onnxruntime fp32 and int8, instead of
 the speed rows. Training steps time the modules' own ``training_step`` under a Lightning Trainer,
 fp32 NCHW vs the auto setting: the segmenter, the default config's CycleGAN (cyclegan_small) and
-the paper's (cyclegan). ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` runs the whole bench
+the paper's (cyclegan). ``--data`` times the training loader instead: samples/s per worker from
+1280x720 JPEG files and from prepared arrays (nightseg.tools.bench.data_rows).
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` runs the whole bench
 as an AVX2-only CPU would (no native bf16).
 Results: experiments/bench/README.md.
 """
@@ -82,6 +85,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     q.add_argument("--translator", help="translator checkpoint or stage-cache key")
     q.add_argument("--cache-dir", type=Path, help="paths.cache_dir holding the cache keys")
     q.add_argument("--calibration-images", type=int, default=64)
+    d = p.add_argument_group("data loading (--data: instead of the speed rows)")
+    d.add_argument("--data", action="store_true",
+                   help="training samples/s per loader worker: 1280x720 JPEG + PNG label files "
+                        "resized to 270x480 as before, vs prepared arrays with a warm and a cold "
+                        "page cache; and the prepare stage's build time and size")
+    d.add_argument("--data-root", type=Path, default=None,
+                   help="a BDD10K tree to read frames from (default: synthetic 1280x720 JPEG frames)")
+    d.add_argument("--data-images", type=int, default=48, help="frames to time")
+    d.add_argument("--data-resize", type=int, nargs=2, default=[270, 480], metavar=("ROWS", "COLS"))
+    d.add_argument("--data-crop", type=int, nargs=2, default=[256, 256], metavar=("ROWS", "COLS"))
+    d.add_argument("--data-workers", type=int, default=1)
+    d.add_argument("--data-epochs", type=int, default=3)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="--int8-cost: Hydra overrides naming the data, e.g. data=camvid")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results here")
@@ -135,6 +150,12 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads or default_threads())
     if args.int8_cost:
         return run_int8_cost(args)
+    if args.data:
+        from nightseg.tools.bench.data_rows import bench_data
+
+        return {"machine": device_summary("cpu"), "data": bench_data(
+            args.data_root, args.data_images, args.data_resize, args.data_crop,
+            args.batch_size if args.batch_size > 1 else 8, args.data_workers, args.data_epochs)}
     if device.type == "cuda":
         # The reference is true fp32: no TF32 tensor-core shortcut (autocast paths are unaffected).
         torch.backends.cudnn.allow_tf32 = False
@@ -174,6 +195,22 @@ def print_bench_table(result: dict, args: argparse.Namespace) -> None:
                       f"{row['miou_onnxruntime_fp32']:.2f}", f"{row['miou_onnxruntime_int8']:.2f}",
                       f"{row['int8_cost']:+.2f}")
         console.print(t)
+        return
+    if "data" in result:
+        r = result["data"]
+        (sh, sw), (h, w) = r["source_size"], r["resize"]
+        t = Table(title=f"Training loader, {result['machine']}: {r['images']} {r['source']} {sw}x{sh} frames "
+                        f"({r['mean_file_kb']:.0f} KB) -> {w}x{h}, crop {r['crop']}, flip, batch "
+                        f"{r['batch_size']}, {r['workers']} worker(s)")
+        for col in ("path", "samples/s", "vs files"):
+            t.add_column(col, justify="left" if col == "path" else "right", no_wrap=True)
+        base = r["samples_per_s"]["files"]
+        for name, v in r["samples_per_s"].items():
+            t.add_row(name, f"{v:.0f}", f"{v / base:.1f}x")
+        console.print(t)
+        kib = r["bytes_per_image"] / 2**10
+        console.print(f"prepare: {r['build_s_per_1000']:.1f} s per 1,000 images, {kib:.0f} KiB per "
+                      f"image ({r['gb_per_7000']:.2f} GB per 7,000)")
         return
     h, w = result["resolution"]
     title = (f"{result['machine']}; {w}x{h} batch {args.batch_size}; auto = {result['auto_precision']}"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nightseg.core.classes import CITYSCAPES_CLASSES, IGNORE_INDEX, ON_ERROR_CHOICES
+from nightseg.data.prepared import PreparedRef
 
 __all__ = ["CITYSCAPES_CLASSES", "IGNORE_INDEX", "ON_ERROR_CHOICES", "DataCatalog", "Sample", "SampleSet"]
 
@@ -43,7 +44,8 @@ class SampleSet:
     set uses the model's classes. ``resize`` = [rows, cols] is the set's own size, used instead
     of ``data.resize`` (a source whose aspect ratio differs from the others keeps its own).
     ``domain`` ("day", "night", "dusk" or None when unknown) is what the images show; the
-    day/night gate's accuracy is reported on day and night sets.
+    day/night gate's accuracy is reported on day and night sets. ``prepared``: where the set's
+    decoded and resized arrays are (nightseg.data.prepared), when a stage has prepared them.
     """
 
     name: str
@@ -53,6 +55,7 @@ class SampleSet:
     pred_lut: list[int] | None = None
     resize: tuple[int, int] | None = None
     domain: str | None = None
+    prepared: PreparedRef | None = field(default=None, compare=False)
     # fingerprint() once per set: several stages key on the same training set (the pool: the
     # generated images and the segmenter; the translator's sets: the translator and the gate).
     # Sets are never changed in place (head/reordered/replace make new ones without it).
@@ -71,11 +74,21 @@ class SampleSet:
 
     def head(self, n: int | None) -> SampleSet:
         """The first ``n`` samples (all when ``n`` is None), other fields kept."""
-        return self if n is None else replace(self, samples=self.samples[:n])
+        if n is None:
+            return self
+        return replace(self, samples=self.samples[:n],
+                       prepared=self.prepared.head(n) if self.prepared else None)
 
     def reordered(self, order: list[int]) -> SampleSet:
         """The samples in ``order`` (positions into this set), other fields kept."""
-        return replace(self, samples=[self.samples[i] for i in order])
+        return replace(self, samples=[self.samples[i] for i in order],
+                       prepared=self.prepared.reordered(order) if self.prepared else None)
+
+    def with_prepared(self, prepared: PreparedRef | None) -> SampleSet:
+        """This set read from prepared arrays (its fingerprint, and so every key, unchanged)."""
+        out = replace(self, prepared=prepared)
+        out._fingerprint = self._fingerprint
+        return out
 
     def fingerprint(self) -> dict:
         """What identifies this set's training content, for stage cache keys.

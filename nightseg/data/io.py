@@ -27,6 +27,7 @@ from torch.utils.data import Dataset, default_collate
 
 from nightseg.core.errors import DataError
 from nightseg.data.catalog import IGNORE_INDEX, ON_ERROR_CHOICES, Sample, SampleSet
+from nightseg.data.prepared import PreparedArrays
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ class SegmentationDataset(Dataset):
     ``transform`` is an albumentations pipeline applied jointly to image, mask and reference.
     ``replace_skipped`` (training sets): with on_error="skip" a bad sample is replaced by the next
     readable one (counted in the item's ``skipped``) instead of being dropped from its batch.
+    A set with prepared arrays (``SampleSet.prepared``) is read from them instead of its files:
+    the same arrays, the same errors for the same bad files, the same transform after.
     """
 
     def __init__(self, sample_set: SampleSet, transform: A.BasicTransform | None = None,
@@ -150,17 +153,22 @@ class SegmentationDataset(Dataset):
         self.valid_max = None if num_classes is None else num_classes - 1
         self.on_error = on_error
         self.replace_skipped = replace_skipped
+        self.prepared = _open_prepared(sample_set, on_error)
 
     def __len__(self) -> int:
         return len(self.set.samples)
+
+    def _load(self, j: int) -> dict[str, np.ndarray]:
+        if self.prepared is None:
+            return load_sample(self.set.samples[j], self.set.label_lut, self.valid_max)
+        return self.prepared.read(self.set.prepared.rows[j])
 
     def _read(self, i: int) -> tuple[int, dict[str, np.ndarray] | None, int]:
         """(index read, arrays or None if skipped, bad files passed over on the way)."""
         n = len(self.set.samples)
         for skipped in range(n if self.replace_skipped else 1):
             j = (i + skipped) % n
-            arrays = _read_or_skip(self.on_error, load_sample, self.set.samples[j],
-                                   self.set.label_lut, self.valid_max)
+            arrays = _read_or_skip(self.on_error, self._load, j)
             if arrays is not None:
                 return j, arrays, skipped
         if not self.replace_skipped:
@@ -173,7 +181,7 @@ class SegmentationDataset(Dataset):
         if arrays is None:
             return None
         if self.transform is not None:
-            arrays = _apply(self.transform, arrays)
+            arrays = apply_transform(self.transform, arrays)
         out = {"image": to_tensor_image(arrays["image"]), "name": self.set.samples[i].name,
                "index": i}
         if "mask" in arrays:
@@ -188,6 +196,20 @@ class SegmentationDataset(Dataset):
         return [self.transform] if isinstance(self.transform, A.BaseCompose) else []
 
 
+def _open_prepared(s: SampleSet, on_error: str) -> PreparedArrays | None:
+    """The prepared arrays of ``s``, if it has them. With on_error=raise a file found unreadable
+    when the set was prepared (under on_error=skip) stops the run here, before any training."""
+    if s.prepared is None:
+        return None
+    arrays = PreparedArrays(s.prepared.path)
+    if on_error == "raise":
+        bad = [arrays.errors[r] for r in s.prepared.rows if r in arrays.errors]
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise DataError(bad[0] + more)
+    return arrays
+
+
 def _read_or_skip(on_error: str, read, *args):
     """``read(*args)``; with on_error="skip" a DataError is logged (naming the file) and None
     returned, so the collate function can drop and count the sample."""
@@ -200,7 +222,8 @@ def _read_or_skip(on_error: str, read, *args):
         raise
 
 
-def _apply(transform: A.BasicTransform, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def apply_transform(transform: A.BasicTransform, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``transform`` applied jointly to a sample's image, mask and reference."""
     kwargs = {"image": arrays["image"]}
     if "mask" in arrays:
         kwargs["mask"] = arrays["mask"]
@@ -226,6 +249,10 @@ class UnpairedDataset(Dataset):
                             f"({day.name}) and {len(night)} night ({night.name})")
         self.day, self.night = day.samples, night.samples
         self.names = day.name, night.name
+        # Prepared arrays where a set has them (nightseg.data.prepared), else its files.
+        self.prepared = _open_prepared(day, on_error), _open_prepared(night, on_error)
+        self.rows = (day.prepared.rows if day.prepared else None,
+                     night.prepared.rows if night.prepared else None)
         self.transform = transform
         # The night images' own transform (another size), else the same as the day images'.
         self.night_transform = night_transform if night_transform is not None else transform
@@ -241,12 +268,19 @@ class UnpairedDataset(Dataset):
         """albumentations' seeding interface, so seed_transforms seeds the night draw as well."""
         self.py_random = py_random
 
-    def _load(self, samples: list[Sample], pick, transform: A.BasicTransform | None,
-              name: str) -> tuple[torch.Tensor, int]:
+    def _image(self, domain: int, k: int) -> np.ndarray:
+        """Image ``k`` of the day (0) or night (1) set."""
+        prepared = self.prepared[domain]
+        if prepared is None:
+            return read_image((self.day, self.night)[domain][k].image)
+        return prepared.read(self.rows[domain][k], ("image",))["image"]
+
+    def _load(self, domain: int, pick, transform: A.BasicTransform | None) -> tuple[torch.Tensor, int]:
         """The first readable image among ``pick(0), pick(1), ...`` (positions modulo the set's
-        size) and the number of bad files passed over."""
+        size) of the day (0) or night (1) set, and the number of bad files passed over."""
+        samples, name = (self.day, self.night)[domain], self.names[domain]
         for skipped in range(len(samples)):
-            img = _read_or_skip(self.on_error, read_image, samples[pick(skipped) % len(samples)].image)
+            img = _read_or_skip(self.on_error, self._image, domain, pick(skipped) % len(samples))
             if img is not None:
                 if transform is not None:
                     img = transform(image=img)["image"]
@@ -255,9 +289,9 @@ class UnpairedDataset(Dataset):
                         "warnings above); check the dataset root and layout")
 
     def __getitem__(self, i: int) -> dict:
-        day, bad_day = self._load(self.day, lambda k: i + k, self.transform, self.names[0])
+        day, bad_day = self._load(0, lambda k: i + k, self.transform)
         r = self.py_random.randrange(len(self.night))
-        night, bad_night = self._load(self.night, lambda k: r + k, self.night_transform, self.names[1])
+        night, bad_night = self._load(1, lambda k: r + k, self.night_transform)
         out = {"day": day, "night": night}
         if bad_day + bad_night:
             out["skipped"] = bad_day + bad_night

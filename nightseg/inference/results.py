@@ -66,6 +66,8 @@ def write_metrics(job: Job, evaluations: Sequence[Evaluation], night_count: int 
     metrics["device"] = device_summary(job.trainer_args().get("accelerator", "auto"))
     metrics["timings_s"] = dict(job.timings)
     metrics["checkpoints"] = dict(job.checkpoints)
+    # data.prepared=true: each data set's prepared arrays, built now ("trained") or reused.
+    metrics["prepared"] = dict(job.prepared)
     if not distributed.is_rank_zero():  # under DDP every rank has the same results; one writes them
         return metrics
     write_json(job.run_dir / "metrics.json", metrics)

@@ -45,10 +45,11 @@ CACHE_VERSION = 1
 
 # The layout, said here only: <paths.cache_dir>/stages/<kind>/<key>/<artefact>, with spec.json and
 # checksums.json beside the artefact and work/ (the resume checkpoint) while it is being built. The
-# generated night images (stage "generated_night" in metrics.json and the log) are kind night_images.
+# generated night images (stage "generated_night" in metrics.json and the log) are kind night_images;
+# the decoded and resized arrays of a data set (nightseg.data.prepared) kind prepared.
 STAGES_DIR = "stages"
 ARTEFACTS = {"translator": "model.ckpt", "night_images": "images", "segmenter": "model.ckpt",
-             "gate": "gate.json", "onnx": "graphs"}
+             "gate": "gate.json", "onnx": "graphs", "prepared": "arrays"}
 
 
 def is_stage_key(text: str) -> bool:
@@ -250,6 +251,7 @@ class StageCache:
             if not distributed.broadcast(wrote):  # only rank zero publishes under DDP
                 raise RuntimeError(f"stage {kind} {stage.key}: the build wrote nothing")
             distributed.barrier()  # no rank reads the artefact before rank zero has published it
+            _check_visible(stage)
         finally:
             if lock is not None and lock.is_locked:
                 lock.release()

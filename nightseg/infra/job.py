@@ -36,7 +36,7 @@ class Job:
     """What every stage and every evaluation of one job needs: the config, the run directory, the
     tracker, the dataset catalog, the stage cache (training only), the processes and Trainer
     arguments, and the record of which stages were trained, reused or loaded and how long they took
-    (metrics.json's stages, timings_s and checkpoints)."""
+    (metrics.json's stages, timings_s and checkpoints) and which data sets were prepared (prepared)."""
 
     cfg: DictConfig
     run_dir: Path
@@ -46,6 +46,7 @@ class Job:
     stages: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
+    prepared: dict[str, str] = field(default_factory=dict)  # data set -> "cached" | "trained" (built)
     gate: dict | None = None  # the gate used at test time and its fit, for metrics.json
     world: World = World()  # the processes training runs on (nightseg.infra.distributed.start)
     trainer_kwargs: dict | None = None  # cfg.trainer after the device's choices (hardware.resolve_trainer)

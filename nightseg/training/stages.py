@@ -37,6 +37,7 @@ from nightseg.infra.trainer import make_trainer
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.training.callbacks import CheckpointOnSigterm, StopOnNonFiniteLoss
+from nightseg.training.prepare import prepare_sets
 from nightseg.training.resume import ResumeState
 from nightseg.training.specs import gate_spec, generated_night_spec, segmenter_spec, translator_spec
 
@@ -97,8 +98,10 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
         module = instantiate(tcfg, _recursive_=False, _convert_="all")
         if teacher is not None:
             module.set_teacher(teacher)
+        day, night = prepare_sets(job, [job.catalog.translate_day, job.catalog.translate_night],
+                                  segmentation=False)
         dm = TranslationDataModule(
-            job.catalog.translate_day, job.catalog.translate_night,
+            day, night,
             batch_size=data.translate_batch_size, num_workers=data.num_workers,
             resize=data.resize, crop=data.translate_crop, hflip=data.hflip, on_error=data.on_error)
         _fit(job, stage_name, module, dm, module.max_epochs, stage.work_dir, out)
@@ -157,8 +160,9 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
     spec = generated_night_spec(job, translator_key)
 
     def build(stage, out: Path) -> None:
+        pool_arrays, = prepare_sets(job, [pool], num_classes=job.catalog.num_classes)
         order = pool_order(len(pool), order_seed)
-        ordered = pool.reordered(order)
+        ordered = pool_arrays.reordered(order)
         ds = SegmentationDataset(ordered, build_transform(pool.resize or data.resize),
                                  job.catalog.num_classes, data.on_error)
         loader = make_loader(ds, data.eval_batch_size, data.num_workers, shuffle=False,
@@ -194,7 +198,10 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
     job.record("generated_night", status, path)
     manifest = json.loads((path / "manifest.json").read_text())
     samples = [Sample(path / m["image"], path / m["label"]) for m in manifest]
-    return SampleSet("generated_night", samples), path.parent.name
+    # Prepared whole, once per translator: every night_count of a sweep reads its first N rows.
+    generated, = prepare_sets(job, [SampleSet("generated_night", samples)],
+                              num_classes=job.catalog.num_classes)
+    return generated, path.parent.name
 
 
 # ---- segmenter -------------------------------------------------------------------------------
@@ -213,9 +220,12 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
         pl.seed_everything(cfg.seed, workers=True)
         module = instantiate(cfg.model.segmenter, class_names=list(job.catalog.class_names),
                              _convert_="all")
-        train_sets = [job.catalog.train] + ([extra] if extra else [])
+        num_classes = job.catalog.num_classes
+        train_sets = prepare_sets(job, [job.catalog.train] + ([extra] if extra else []),
+                                  num_classes=num_classes)
         dm = SegmentationDataModule(
-            train_sets, val_sets=job.catalog.val, num_classes=job.catalog.num_classes,
+            train_sets, val_sets=prepare_sets(job, job.catalog.val, num_classes=num_classes),
+            num_classes=num_classes,
             batch_size=data.batch_size, eval_batch_size=data.eval_batch_size,
             num_workers=data.num_workers, resize=data.resize, train_crop=data.train_crop,
             hflip=data.hflip, on_error=data.on_error)
@@ -241,7 +251,8 @@ def get_gate(job: Job) -> BrightnessGate:
 
     def build(stage, out: Path) -> None:
         values = {}
-        for domain, s in domains.items():
+        sets = prepare_sets(job, list(domains.values()), segmentation=False)
+        for domain, s in zip(domains, sets, strict=True):
             ds = SegmentationDataset(s, build_transform(s.resize or data.resize),
                                      on_error=data.on_error)
             loader = make_loader(ds, data.eval_batch_size, data.num_workers, shuffle=False)

@@ -10,6 +10,7 @@ from nightseg.inference.results import write_metrics
 from nightseg.infra.job import Job
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
+from nightseg.training.prepare import scored_sets
 from nightseg.training.stages import get_generated_night, get_segmenter, get_translator
 
 
@@ -38,7 +39,7 @@ def run(job: Job) -> dict:
         job.record("translator", "unused")
     segmenter = augmented_segmenter(job, night_count)
     catalog = job.catalog
-    raw = evaluate(job, segmenter, catalog.val + catalog.test,
+    raw = evaluate(job, segmenter, scored_sets(job, catalog.val + catalog.test),
                    num_panels=int(job.cfg.strategy.num_panels))
     save_panels(job, raw)
     return write_metrics(job, [raw], night_count=night_count)

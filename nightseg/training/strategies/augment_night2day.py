@@ -8,6 +8,7 @@ from __future__ import annotations
 from nightseg.inference.evaluation import evaluate, save_panels
 from nightseg.inference.results import write_metrics
 from nightseg.infra.job import Job
+from nightseg.training.prepare import scored_sets
 from nightseg.training.stages import get_translator
 from nightseg.training.strategies.augment import augmented_segmenter
 from nightseg.training.strategies.night2day_inference import evaluate_translated
@@ -18,7 +19,7 @@ def run(job: Job) -> dict:
     translator, translator_key = get_translator(job)
     segmenter = augmented_segmenter(job, night_count, (translator, translator_key))
     catalog = job.catalog
-    raw = evaluate(job, segmenter, catalog.val + catalog.test,
+    raw = evaluate(job, segmenter, scored_sets(job, catalog.val + catalog.test),
                    num_panels=int(job.cfg.strategy.num_panels))
     save_panels(job, raw)
     translated = evaluate_translated(job, segmenter, translator)

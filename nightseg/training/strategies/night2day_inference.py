@@ -10,6 +10,7 @@ from nightseg.inference.results import write_metrics
 from nightseg.infra.job import Job
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
+from nightseg.training.prepare import scored_sets
 from nightseg.training.stages import get_gate, get_segmenter, get_translator
 
 
@@ -18,8 +19,8 @@ def evaluate_translated(job: Job, segmenter: SegmentationModule, translator: Tra
     gate = get_gate(job) if job.cfg.strategy.gate == "auto" else None
     if gate is not None:
         job.gate = gate.to_dict()
-    translated = evaluate(job, segmenter, job.catalog.test, translator=translator, gate=gate,
-                          num_panels=int(job.cfg.strategy.num_panels))
+    translated = evaluate(job, segmenter, scored_sets(job, job.catalog.test), translator=translator,
+                          gate=gate, num_panels=int(job.cfg.strategy.num_panels))
     save_panels(job, translated)
     return translated
 
@@ -29,7 +30,7 @@ def run(job: Job) -> dict:
     segmenter = get_segmenter(job)
     catalog = job.catalog
     # The day validation sets and every night test set as they are (the paper's baseline rows)...
-    raw = evaluate(job, segmenter, catalog.val + catalog.test,
+    raw = evaluate(job, segmenter, scored_sets(job, catalog.val + catalog.test),
                    num_panels=int(job.cfg.strategy.num_panels))
     save_panels(job, raw)
     # ...then the night test sets translated night->day first.
