@@ -168,3 +168,40 @@ def test_preparing_draws_nothing_from_the_global_generator(synthetic, tmp_path):
     torch.manual_seed(0)
     build_prepared(synthetic.train.head(3), tmp_path / "a", None, True, False, 19, "raise")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_too_little_disk_is_reported_before_decoding(synthetic, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from nightseg.data import io
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    decoded = []
+    monkeypatch.setattr(io, "read_image", lambda p: decoded.append(p))
+    with pytest.raises(DataError, match=f"{tmp_path}: preparing .* needs .* data.prepared=false"):
+        build_prepared(synthetic.train.head(2), tmp_path / "a", None, True, False, 19, "raise")
+    assert not decoded and not (tmp_path / "a").exists()
+
+
+def test_a_full_disk_while_writing_publishes_nothing(synthetic, tmp_path, monkeypatch):
+    import errno
+
+    from nightseg.data.prepared import PreparedWriter
+    from nightseg.infra.cache import StageCache
+
+    real = PreparedWriter.write
+
+    def write(self, row, arrays):
+        if row == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, row, arrays)
+
+    monkeypatch.setattr(PreparedWriter, "write", write)
+    cache = StageCache(tmp_path / "stages")
+    s = synthetic.train.head(4)
+    with pytest.raises(OSError, match="No space"):
+        cache.obtain("prepared", {"x": 1}, "arrays",
+                     lambda stage, out: build_prepared(s, out, None, True, False, 19, "raise"))
+    assert not list((tmp_path / "stages").rglob("arrays")) and not list((tmp_path / "stages").rglob("*.npy"))

@@ -152,6 +152,40 @@ class Harness:
         self.check_rerun(trial, rerun, before)
         return trial
 
+    # -- kill -9 while a data set is being prepared ----------------------------------------------
+    def kill_prepare(self, case: str) -> list[Trial]:
+        """The smoke sets take milliseconds to prepare: the run's writes are slowed (a prelude),
+        so the kill lands inside a prepare stage; the rerun runs as usual."""
+        trials = []
+        for i in range(self.trials):
+            d = self.fresh(case, i)
+            run = Run(d / "cache", d / "run")
+            proc = start(run, _slow_prepare_prelude())
+            log_path = run.run_dir / "run.log"
+            deadline = time.monotonic() + 120
+            while proc.poll() is None and time.monotonic() < deadline and not (
+                    log_path.exists() and "building prepared" in log_path.read_text(errors="replace")):
+                time.sleep(0.005)
+            trial = Trial()
+            if proc.poll() is None:
+                time.sleep(self.rng.uniform(0, PREPARE_SLOW_S * 4))  # the first set has 8 rows
+                os.killpg(proc.pid, signal.SIGKILL)
+                finish(run, proc)
+                trial.landed = "prepared " not in (log_path.read_text(errors="replace")
+                                                   .split("building prepared", 1)[-1])
+            else:
+                finish(run, proc)
+                trial.landed, trial.note = False, "the run ended before the kill"
+            torn, _ = damage(run.cache)
+            trial.torn = len(torn)
+            # Killed inside the first prepare stage: nothing of it may appear published.
+            built = list((run.cache / STAGES_DIR / "prepared").glob("*/arrays"))
+            trial.ok = not built if trial.landed else None
+            before = published(run.cache)
+            self.check_rerun(trial, complete(Run(run.cache, d / "rerun")), before)
+            trials.append(trial)
+        return trials
+
     # -- several processes on one cache ------------------------------------------------------------
     def parallel(self, case: str, n: int, joblib: bool) -> list[Trial]:
         trials = []
@@ -312,6 +346,25 @@ runpy.run_module("nightseg.run", run_name="__main__", alter_sys=True)
 '''
 
 
+# Seconds each prepared row's write takes under _slow_prepare_prelude.
+PREPARE_SLOW_S = 0.05
+
+
+def _slow_prepare_prelude() -> str:
+    return f'''
+import time
+from nightseg.data.prepared import PreparedWriter as W
+real = W.write
+def write(self, *a):
+    time.sleep({PREPARE_SLOW_S})
+    return real(self, *a)
+W.write = write
+import runpy, sys
+sys.argv[0] = "nightseg.run"
+runpy.run_module("nightseg.run", run_name="__main__", alter_sys=True)
+'''
+
+
 def _corrupt(cache: Path, how: str, rng: random.Random) -> Path:
     stages = cache / STAGES_DIR
     if how in ("truncate-ckpt", "zero-ckpt"):
@@ -330,6 +383,17 @@ def _corrupt(cache: Path, how: str, rng: random.Random) -> Path:
         a, b = rng.sample(range(len(manifest)), 2)
         manifest[a]["image"], manifest[b]["image"] = manifest[b]["image"], manifest[a]["image"]
         target.write_text(json.dumps(manifest, indent=2) + "\n")
+    elif how == "flip-prepared":
+        # The night test set's prepared images (the one prepared set every rerun reads, even with
+        # every trained stage cached): the same size, other bytes.
+        spec = next(p for p in sorted(stages.glob("prepared/*/spec.json"))
+                    if json.loads(p.read_text())["references"])
+        target = spec.parent / "arrays" / "images.npy"
+        with open(target, "r+b") as f:
+            f.seek(target.stat().st_size // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0xFF]))
     elif how == "edit-spec":
         target = rng.choice(sorted(stages.glob("*/*/spec.json")))
         target.write_text(target.read_text().replace('"seed": 0', '"seed": 1', 1).replace("bf16", "16", 1))
@@ -362,7 +426,10 @@ def cases(h: Harness) -> dict[str, tuple[str, Callable[[], list[Trial]]]]:
                                 lambda n=n: h.parallel(f"parallel-{n}", n, joblib=False))
         out[f"joblib-{n}"] = ("each stage built once",
                               lambda n=n: h.parallel(f"joblib-{n}", n, joblib=True))
-    for how in ("truncate-ckpt", "zero-ckpt", "delete-image", "edit-manifest", "edit-spec"):
+    out["kill9-prepare"] = ("killed inside a prepare stage; no prepared set published by it",
+                            lambda: h.kill_prepare("kill9-prepare"))
+    for how in ("truncate-ckpt", "zero-ckpt", "delete-image", "edit-manifest", "edit-spec",
+                "flip-prepared"):
         out[f"corrupt-{how}"] = ("the corrupted file named",
                                  lambda how=how: h.corrupt(f"corrupt-{how}", how))
     out["disk-full"] = ("one error line naming the tmpfs, no traceback",

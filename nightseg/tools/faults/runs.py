@@ -174,10 +174,11 @@ def complete(run: Run, prelude: str | None = None) -> Run:
 
 # ---- checking a cache and metrics ----------------------------------------------------------------
 def comparable(metrics: dict | None, cache: Path) -> dict | None:
-    """metrics.json without wall-clock timings, checkpoint paths relative to the cache."""
+    """metrics.json without wall-clock timings and which stages were built or reused, checkpoint
+    paths relative to the cache."""
     if metrics is None:
         return None
-    out = {k: v for k, v in metrics.items() if k not in ("timings_s", "stages")}
+    out = {k: v for k, v in metrics.items() if k not in ("timings_s", "stages", "prepared")}
     out["checkpoints"] = {k: os.path.relpath(v, cache) for k, v in metrics.get("checkpoints", {}).items()}
     return out
 
@@ -201,12 +202,19 @@ def damage(cache: Path) -> tuple[list[str], list[str]]:
     import torch
     from PIL import Image
 
+    from nightseg.data.prepared import PreparedArrays
+
     torn = []
     for path in published(cache):
         p = Path(path)
         try:
             if p.name == "model.ckpt":
                 torch.load(p, map_location="cpu", weights_only=False)
+            elif p.name == "arrays":  # prepared data: every row readable
+                arrays = PreparedArrays(p)
+                for row in range(len(arrays)):
+                    if row not in arrays.errors:
+                        arrays.read(row)
             elif p.name == "images":
                 for entry in json.loads((p / "manifest.json").read_text()):
                     for key in ("image", "label"):
