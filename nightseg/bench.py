@@ -110,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.train_batch_size is not None and args.train_batch_size < 2 and not args.no_training:
         p.error("--train-batch-size must be >= 2: the segmenter's batch norm (pyramid pooling "
                 "at 1x1) needs two images per training batch")
+    if args.data:
+        batch = args.batch_size if args.batch_size > 1 else 8
+        if args.data_images < 2 * batch:  # the first batch is the worker's start-up, not timed
+            p.error(f"--data-images must be at least twice the batch size ({2 * batch})")
+        if args.data_epochs < 1 or args.data_workers < 0:
+            p.error("--data-epochs must be >= 1 and --data-workers >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible; use --device cpu")
     return args

@@ -97,3 +97,18 @@ def test_compiled_optimized_path_matches_reference():
     with inference_context(CPU, optimized=True):
         fast = compiled(image).float()
     assert (fast - ref).abs().mean() / ref.std() < 0.05
+
+
+@pytest.mark.slow
+def test_data_rows_time_files_and_prepared_arrays(tmp_path, capsys):
+    out = tmp_path / "data.json"
+    with pytest.raises(SystemExit):  # the first batch is not timed: two at least
+        bench.parse_args(["--data", "--data-images", "3", "--batch-size", "2"])
+    bench.main(["--data", "--data-images", "4", "--data-resize", "27", "48", "--data-crop", "16", "16",
+                "--data-epochs", "1", "--batch-size", "2", "--json", str(out)])
+    r = json.loads(out.read_text())["data"]
+    assert r["images"] == 4 and r["source_size"] == [720, 1280] and r["resize"] == [27, 48]
+    assert set(r["samples_per_s"]) == {"files", "prepared_warm", "prepared_cold"}
+    assert all(v > 0 for v in r["samples_per_s"].values())
+    assert r["bytes_per_image"] >= 27 * 48 * 4  # image and label bytes, plus the header's share
+    assert "prepared_warm" in capsys.readouterr().out
