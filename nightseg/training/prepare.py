@@ -92,7 +92,8 @@ def _prepared(job: Job, s: SampleSet, segmentation: bool, num_classes: int | Non
 
     with job.timed("prepare"):
         path, status = job.cache.obtain("prepared", spec, ARTEFACTS["prepared"], build)
-    job.prepared[s.name] = status
+    # A set prepared by this job's training and found again when it is scored was built here.
+    job.prepared[s.name] = "trained" if job.prepared.get(s.name) == "trained" else status
     log.info("prepared %s: %s (%s)", s.name, status, path)
     return s.with_prepared(PreparedRef(path, tuple(range(len(s)))))
 
