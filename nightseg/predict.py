@@ -12,6 +12,11 @@ an odd width or height loses its last column or row there, as yuv420p needs even
 Every output is at the frame's own size and is written atomically. An image that cannot be read is
 named, skipped and counted. The models come from nightseg.inference.loading, the same pipeline evaluation
 scores; conf/predict.yaml has the options.
+
+``format=acdc`` or ``format=dark_zurich`` writes that benchmark's submission instead (its folders
+and a zip, nightseg.inference.submission), e.g.
+
+    python -m nightseg.predict format=acdc input=data/acdc/rgb_anon/night/test models.run=<run>
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ from nightseg.inference.device import PRECISIONS, choose_device, inference_autoc
 from nightseg.inference.frames import Item, NotAVideo, batched, find_inputs, image_frames, say, video_frames
 from nightseg.inference.loading import resolve
 from nightseg.inference.predictor import Predictor
+from nightseg.inference.submission import (
+    SubmissionWriter,
+    check_classes,
+    check_inputs,
+    check_options,
+)
 from nightseg.inference.writers import VideoWriter, Writer
 
 log = logging.getLogger("nightseg")
@@ -78,19 +89,31 @@ def check(cfg: DictConfig) -> tuple[str, tuple[int, int] | None]:
     if not 0 <= float(cfg.overlay_alpha) <= 1:
         raise ConfigError(f"overlay_alpha={cfg.overlay_alpha}: must be between 0 and 1")
     check_runtime(cfg.runtime)
+    sub = cfg.get("submission") or {}
+    check_options(str(cfg.get("format", "files")), str(sub.get("ids", "train")),
+                  sub.get("invalid_below"))
     return precision, size
 
 
 def predict(cfg: DictConfig, console: Console | None = None) -> dict:
-    """Segment ``cfg.input``; returns ``{"frames", "files", "skipped", "videos", "output_dir"}``."""
+    """Segment ``cfg.input``; returns ``{"frames", "files", "skipped", "videos", "output_dir",
+    "submission"}`` (the zip's path with a benchmark ``format``, else None)."""
     console = console or Console(stderr=True)
     precision, size = check(cfg)
+    fmt = str(cfg.get("format", "files"))
     models = resolve(cfg.models, cfg.paths.cache_dir)
     items = find_inputs(str(cfg.input))
+    if fmt != "files":
+        check_inputs(fmt, items)
     device = choose_device(str(cfg.device))
     loaded = load_pipeline(models, cfg.runtime, cfg.paths.cache_dir)
     out_dir = Path(str(cfg.output_dir))
-    writer = Writer(out_dir, loaded.classes, float(cfg.overlay_alpha))
+    if fmt == "files":
+        writer = Writer(out_dir, loaded.classes, float(cfg.overlay_alpha))
+    else:
+        check_classes(fmt, loaded.classes.names)
+        sub = cfg.submission
+        writer = SubmissionWriter(out_dir, fmt, str(sub.ids), bool(sub.zip), sub.invalid_below)
     run = Predictor(loaded.pipeline, writer, device, inference_autocast_dtype(precision, device))
     skipped: list[str] = []
     frames, videos = 0, []
@@ -116,8 +139,16 @@ def predict(cfg: DictConfig, console: Console | None = None) -> dict:
         writer.close()  # the last files, before saying they are there
     say(console, f"{frames} frames from {len(items) - len(skipped)} files -> {out_dir}; "
                  f"skipped {len(skipped)} unreadable file{'s' if len(skipped) != 1 else ''}")
+    submission = None
+    if fmt != "files":
+        submission = writer.package()
+        if skipped:  # the server wants every test image: say so beside the zip
+            say(console, f"{fmt} submission is incomplete: {len(skipped)} test image(s) could not "
+                         "be read (above); restore them and run again before submitting")
+        if submission is not None:
+            say(console, f"{fmt} submission: {submission}")
     return {"frames": frames, "files": len(items), "skipped": skipped, "videos": videos,
-            "output_dir": str(out_dir)}
+            "output_dir": str(out_dir), "submission": None if submission is None else str(submission)}
 
 
 def _predict_video(item: Item, size, batch_size: int, run: Predictor, out_dir: Path,

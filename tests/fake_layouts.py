@@ -159,3 +159,32 @@ def make_camvid(root: Path, lists: bool = True) -> Path:
         if lists:
             (root / f"{split}.txt").write_text("\n".join(rows) + "\n")
     return root
+
+
+# --- ACDC ------------------------------------------------------------------------------------------
+
+# Images per condition and split; test has no labels (the benchmark's server scores it).
+ACDC = {"train": 3, "val": 2, "test": 2}
+INVALID = [0, 1]  # ACDC's *_gt_invIds.png: 1 marks a pixel whose content is uncertain
+
+
+def make_acdc(root: Path, conditions: tuple[str, ...] = ("night", "fog")) -> Path:
+    """rgb_anon/<condition>/<split>[_ref]/<sequence>/, gt/<condition>/{train,val}/<sequence>/ with
+    labelTrainIds and invIds (every other pixel of the first row invalid)."""
+    for c, condition in enumerate(conditions):
+        for split, n in ACDC.items():
+            for i in range(n):
+                seq = f"GOPR0{c}{i % 2}"  # recordings differ between conditions
+                stem = f"{seq}_frame_{i:06d}"
+                write_image(root / f"rgb_anon/{condition}/{split}/{seq}/{stem}_rgb_anon.png", seed=i)
+                write_image(root / f"rgb_anon/{condition}/{split}_ref/{seq}/{stem}_rgb_ref_anon.png",
+                            seed=i + 10)
+                if split == "test":
+                    continue
+                gt = root / f"gt/{condition}/{split}/{seq}"
+                write_label(gt / f"{stem}_gt_labelTrainIds.png", TRAIN_IDS)
+                invalid = np.zeros(SIZE, dtype=np.uint8)
+                invalid[0, ::2] = 1
+                invalid_path = gt / f"{stem}_gt_invIds.png"
+                Image.fromarray(invalid).save(invalid_path)
+    return root

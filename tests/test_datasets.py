@@ -238,6 +238,7 @@ def _trees(data_dir: Path) -> None:
     fl.make_dark_zurich(data_dir / "dark_zurich")
     fl.make_zju(data_dir / "zju")
     fl.make_camvid(data_dir / "camvid")
+    fl.make_acdc(data_dir / "acdc")
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +259,8 @@ EXPECTED_CONFIGS = {
              "test/zju_night": 2}, []),
     "camvid": ({"translate_day": 3, "translate_night": 2, "train": 3, "val/camvid_day_val": 2,
                 "test/camvid_dusk": 1, "test/camvid_day_test": 2}, ["data.classes=cityscapes19"]),
+    "acdc": ({"translate_day": 3, "translate_night": 3, "train": 3, "val/cityscapes_val": 2,
+              "test/acdc_night_val": 2, "test/dark_zurich_val": 2, "test/nighttime_driving": 3}, []),
 }
 
 

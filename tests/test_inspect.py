@@ -24,6 +24,7 @@ FAKES = {
     "cityscapes": lambda p: fl.make_cityscapes(p, "labelIds"),
     "zju": fl.make_zju,
     "camvid": fl.make_camvid,
+    "acdc": fl.make_acdc,
 }
 
 

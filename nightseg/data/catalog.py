@@ -22,11 +22,14 @@ __all__ = ["CITYSCAPES_CLASSES", "IGNORE_INDEX", "ON_ERROR_CHOICES", "DataCatalo
 @dataclass(frozen=True)
 class Sample:
     """One image file, its label file (None when unlabelled) and, where one exists, the file of
-    the same scene in the other domain (the synthetic night test set's true day rendering)."""
+    the same scene in the other domain (the synthetic night test set's true day rendering).
+    ``invalid``: a mask of the label's pixels the benchmark does not score (ACDC's
+    ``*_gt_invIds.png``: 1 invalid, 0 valid), read as IGNORE_INDEX (:data:`INVALID_LUT`)."""
 
     image: Path
     label: Path | None = None
     reference: Path | None = None
+    invalid: Path | None = None
 
     @property
     def name(self) -> str:
@@ -102,15 +105,15 @@ class SampleSet:
         if self._fingerprint is not None:
             return dict(self._fingerprint)
         digest = hashlib.sha256()
-        files = [p for s in self.samples for p in (s.image, s.label) if p is not None]
+        files = [p for s in self.samples for p in _files(s) if p is not None]
         if files:
             base = Path(os.path.commonpath([str(p.parent) for p in files])).parent
             for s in self.samples:
-                for p in (s.image, s.label):
+                for p in _files(s):
                     rel = "-" if p is None else p.relative_to(base).as_posix()
                     digest.update(f"{rel}\t{_file_size(p)}\n".encode())
             for s in {id(x): x for x in (self.samples[0], self.samples[-1])}.values():
-                for p in (s.image, s.label):
+                for p in _files(s):
                     if p is not None and p.is_file():
                         digest.update(p.read_bytes())
         lut = None if self.label_lut is None else hashlib.sha256(
@@ -118,6 +121,12 @@ class SampleSet:
         self._fingerprint = {"count": len(self.samples), "files": digest.hexdigest()[:16],
                              "label_lut": lut, "resize": list(self.resize) if self.resize else None}
         return dict(self._fingerprint)
+
+
+def _files(s: Sample) -> tuple[Path | None, ...]:
+    """A sample's files that training reads; an invalid mask only where there is one (so the keys
+    of sets without masks are what they were before masks existed)."""
+    return (s.image, s.label) if s.invalid is None else (s.image, s.label, s.invalid)
 
 
 def _file_size(path: Path | None) -> int:
@@ -138,7 +147,9 @@ class DataCatalog:
     - ``translate_day`` / ``translate_night``: unpaired images for the CycleGAN (labels unused);
     - ``train``: labelled day images for the segmenter (and the pool that ``augment`` translates);
     - ``val``: labelled day validation sets (the paper's "day" column);
-    - ``test``: labelled night (or dusk) test sets, the paper's night columns.
+    - ``test``: labelled night (or dusk) test sets, the paper's night columns;
+    - ``predict``: images without labels, for prediction only (a benchmark's withheld test split,
+      scored by its server: ``python -m nightseg.predict predict.format=...``); never in a run.
     """
 
     name: str
@@ -148,6 +159,7 @@ class DataCatalog:
     train: SampleSet
     val: list[SampleSet] = field(default_factory=list)
     test: list[SampleSet] = field(default_factory=list)
+    predict: list[SampleSet] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -162,6 +174,7 @@ class DataCatalog:
         }
         out.update({f"val/{s.name}": len(s) for s in self.val})
         out.update({f"test/{s.name}": len(s) for s in self.test})
+        out.update({f"predict/{s.name}": len(s) for s in self.predict})
         return out
 
 
@@ -175,3 +188,7 @@ def identity_lut(valid_ids: range | list[int], ignore_values: tuple[int, ...] = 
         lut[v] = IGNORE_INDEX
     lut[IGNORE_INDEX] = IGNORE_INDEX
     return lut
+
+
+# A benchmark's invalid-pixel mask (ACDC, Dark Zurich: *_gt_invIds.png): 0 valid, 1 invalid.
+INVALID_LUT = [0, 1] + [-1] * 254

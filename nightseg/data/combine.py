@@ -8,13 +8,31 @@ instantiates each source catalog through its ``_target_``, then this picks the r
 
 from __future__ import annotations
 
+import importlib
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 
 from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import DataCatalog, SampleSet
 from nightseg.data.folders import empty
 
+log = logging.getLogger(__name__)
+
 ROLES = ("translate_day", "translate_night", "train", "val", "test")
+
+
+def if_present(builder: str, root: str | Path, present: str | None = None,
+               **options) -> DataCatalog | None:
+    """``builder(root=root, **options)`` (a dotted name, e.g. nightseg.data.dark_zurich.build_catalog)
+    when ``root`` (or ``root/present``) exists, else None: a source that is scored when it is
+    there. combine_catalogs leaves a None source out of the val and test roles, with a log line."""
+    where = Path(root).expanduser() / (present or "")
+    if not where.exists():
+        log.info("data: %s not found; its sets are not scored", where)
+        return None
+    module, _, name = builder.rpartition(".")
+    return getattr(importlib.import_module(module), name)(root=root, **options)
 
 
 def combine_catalogs(name: str, sources: Mapping[str, DataCatalog],
@@ -25,8 +43,11 @@ def combine_catalogs(name: str, sources: Mapping[str, DataCatalog],
     ``val``/``test`` to a list of ``source`` (all that source's val/test sets) or
     ``source/set_name`` (one set). A role left out is empty. Sources feeding labelled roles
     (train, val, test) must share their class list: that is the list the segmenter predicts.
+    A source that is None (:func:`if_present` found no data) is left out of val and test.
     """
     sources = {str(k): v for k, v in dict(sources).items()}
+    absent = {k for k, v in sources.items() if v is None}
+    sources = {k: v for k, v in sources.items() if v is not None}
     for key, cat in sources.items():
         if not isinstance(cat, DataCatalog):
             # Without _convert_: all, OmegaConf turns the instantiated dataclasses back into configs.
@@ -39,6 +60,9 @@ def combine_catalogs(name: str, sources: Mapping[str, DataCatalog],
         raise ConfigError(f"data.catalog.roles: unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
 
     def source(role: str, ref: object) -> DataCatalog:
+        if isinstance(ref, str) and ref.split("/")[0] in absent:
+            raise ConfigError(f"data.catalog.roles.{role}: source {ref!r} has no data (its root "
+                              "was not found); put the dataset there or name another source")
         if not isinstance(ref, str) or ref.split("/")[0] not in sources:
             raise ConfigError(f"data.catalog.roles.{role}: {ref!r} is not one of the sources "
                               f"{sorted(sources)}; name a key of data.catalog.sources")
@@ -58,6 +82,7 @@ def combine_catalogs(name: str, sources: Mapping[str, DataCatalog],
     def many(role: str) -> list[tuple[str, SampleSet]]:
         refs = roles.get(role) or []
         refs = [refs] if isinstance(refs, str) else list(refs)
+        refs = [r for r in refs if not (isinstance(r, str) and r.split("/")[0] in absent)]
         out = []
         for ref in refs:
             cat = source(role, ref)

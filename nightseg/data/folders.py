@@ -67,8 +67,9 @@ def complete(samples: list[Sample], on_missing: str, what: str) -> list[Sample]:
     missing: list[str] = []
     kept: list[Sample] = []
     for s in samples:
-        bad = [f"{p} not found" + (f" (label of {s.image.name})" if p == s.label else "")
-               for p in (s.image, s.label) if p is not None and not p.is_file()]
+        bad = [f"{p} not found" + (f" ({what} of {s.image.name})" if what else "")
+               for p, what in ((s.image, ""), (s.label, "label"), (s.invalid, "invalid mask"))
+               if p is not None and not p.is_file()]
         missing.extend(bad)
         if not bad:
             kept.append(s)

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightseg.core.errors import ConfigError, DataError
-from nightseg.data.catalog import IGNORE_INDEX, DataCatalog, Sample, SampleSet
+from nightseg.data.catalog import IGNORE_INDEX, INVALID_LUT, DataCatalog, Sample, SampleSet
 from nightseg.data.io import label_size_problem, read_image, read_label
 
 # Dataset name -> (module, catalog builder); the CLI's only registry (configs use _target_).
@@ -38,6 +38,7 @@ FAMILIES = {
     "cityscapes": ("nightseg.data.cityscapes", "build_catalog"),
     "zju": ("nightseg.data.zju", "build_catalog"),
     "camvid": ("nightseg.data.camvid", "build_catalog"),
+    "acdc": ("nightseg.data.acdc", "build_catalog"),
 }
 LABELLED_ROLES = ("train", "val", "test")
 
@@ -111,22 +112,24 @@ def _exists(path: Path, what: str) -> FileResult:
 
 
 def sample_problems(sample: Sample, image: FileResult, label: FileResult | None,
-                    need_label: bool) -> list[str]:
-    """A sample's problems: its files' own, a missing label, a label/image size mismatch."""
-    problems = [r.problem for r in (image, label) if r is not None and r.problem]
+                    need_label: bool, invalid: FileResult | None = None) -> list[str]:
+    """A sample's problems: its files' own, a missing label, a label (or invalid mask) whose size
+    differs from its image's."""
+    problems = [r.problem for r in (image, label, invalid) if r is not None and r.problem]
     if sample.label is None and need_label:
         problems.append(f"{sample.image}: no label file for this image")
-    if label is not None and image.shape and label.shape:
-        problem = label_size_problem(sample.label, label.shape, sample.image, image.shape)
-        if problem:
-            problems.append(problem)
+    for path, res in ((sample.label, label), (sample.invalid, invalid)):
+        if res is not None and image.shape and res.shape:
+            problem = label_size_problem(path, res.shape, sample.image, image.shape)
+            if problem:
+                problems.append(problem)
     return problems
 
 
 def _sets(catalog: DataCatalog) -> list[tuple[str, SampleSet]]:
     return ([("translate_day", catalog.translate_day), ("translate_night", catalog.translate_night),
              ("train", catalog.train)] + [("val", s) for s in catalog.val]
-            + [("test", s) for s in catalog.test])
+            + [("test", s) for s in catalog.test] + [("predict", s) for s in catalog.predict])
 
 
 def inspect_catalog(catalog: DataCatalog, limit: int | None = None, workers: int = 2) -> Report:
@@ -140,12 +143,12 @@ def inspect_catalog(catalog: DataCatalog, limit: int | None = None, workers: int
     for role, sset in _sets(catalog):
         lut = tuple(sset.label_lut) if sset.label_lut is not None else None
         valid_max = catalog.num_classes - 1 if lut is None else None
-        jobs = [(s, None if s.label is None else LabelJob(s.label, lut, valid_max))
+        jobs = [(s, None if s.label is None else LabelJob(s.label, lut, valid_max),
+                 None if s.invalid is None else LabelJob(s.invalid, tuple(INVALID_LUT), None))
                 for s in sset.samples]
-        for s, lj in jobs[:limit]:
+        for s, lj, ij in jobs[:limit]:
             decode_images.add(s.image)
-            if lj is not None:
-                decode_labels.add(lj)
+            decode_labels.update(j for j in (lj, ij) if j is not None)
         plan.append((role, sset, jobs))
     images, labels = sorted(decode_images), list(decode_labels)
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -156,13 +159,14 @@ def inspect_catalog(catalog: DataCatalog, limit: int | None = None, workers: int
     for role, sset, jobs in plan:
         labelled = role in LABELLED_ROLES
         bad, found_images, found_labels, classes = 0, 0, 0, set()
-        for s, lj in jobs:
+        for s, lj, ij in jobs:
             img = image_res.get(s.image) or _exists(s.image, "image")
             lab = None if lj is None else (label_res.get(lj) or _exists(lj.path, "label"))
+            inv = None if ij is None else (label_res.get(ij) or _exists(ij.path, "invalid mask"))
             found_images += img.exists
             found_labels += lab is not None and lab.exists
             classes |= lab.classes if lab is not None else set()
-            errs = sample_problems(s, img, lab, labelled)
+            errs = sample_problems(s, img, lab, labelled, inv)
             bad += bool(errs)
             for p in errs:
                 if p not in seen:

@@ -26,7 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
 from nightseg.core.errors import DataError
-from nightseg.data.catalog import IGNORE_INDEX, ON_ERROR_CHOICES, Sample, SampleSet
+from nightseg.data.catalog import IGNORE_INDEX, INVALID_LUT, ON_ERROR_CHOICES, Sample, SampleSet
 from nightseg.data.prepared import PreparedArrays
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,12 @@ def load_sample(sample: Sample, label_lut: Sequence[int] | None = None,
         problem = label_size_problem(sample.label, out["mask"].shape, sample.image, (h, w))
         if problem:
             raise DataError(problem)
+        if sample.invalid is not None:  # pixels the benchmark does not score (ACDC's invIds)
+            invalid = read_label(sample.invalid, INVALID_LUT)
+            problem = label_size_problem(sample.invalid, invalid.shape, sample.image, (h, w))
+            if problem:
+                raise DataError(problem)
+            out["mask"][invalid == 1] = IGNORE_INDEX
     if sample.reference is not None:
         out["reference"] = read_image(sample.reference)
         if out["reference"].shape[:2] != (h, w):

@@ -8,13 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from nightseg.inference.frames import Frame
+from nightseg.inference.submission import SubmissionWriter
 from nightseg.inference.writers import Writer
 
 
 class Predictor:
-    """Runs the pipeline over batches of frames and writes their outputs."""
+    """Runs the pipeline over batches of frames and writes their outputs (a submission's writer
+    also gets each pixel's softmax confidence)."""
 
-    def __init__(self, pipeline, writer: Writer, device: torch.device, dtype: torch.dtype | None):
+    def __init__(self, pipeline, writer: Writer | SubmissionWriter, device: torch.device,
+                 dtype: torch.dtype | None):
         self.pipeline = pipeline.to(device).eval()
         self.writer, self.device, self.dtype = writer, device, dtype
 
@@ -33,12 +36,20 @@ class Predictor:
             lg = logits[i:i + 1].float()
             if tuple(lg.shape[-2:]) != size:
                 lg = F.interpolate(lg, size=size, mode="bilinear", align_corners=False)
-            pred = lg.argmax(1)[0].byte().cpu().numpy()
+            confidence = None
+            if getattr(self.writer, "needs_confidence", False):  # a submission's confidence maps
+                conf, idx = lg.softmax(1).max(1)
+                pred, confidence = idx[0].byte().cpu().numpy(), conf[0].cpu().numpy()
+            else:
+                pred = lg.argmax(1)[0].byte().cpu().numpy()
             translated = None
             if picked is not None and bool(picked[i]):
                 t = inputs[i:i + 1].float()
                 if tuple(t.shape[-2:]) != size:
                     t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
                 translated = t[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-            overlays.append(self.writer.write(f, pred, translated))
+            if confidence is None:
+                overlays.append(self.writer.write(f, pred, translated))
+            else:
+                overlays.append(self.writer.write(f, pred, translated, confidence=confidence))
         return overlays

@@ -114,7 +114,8 @@ class _Decode(Dataset):
         try:
             if self.labels or self.references:
                 arrays = load_sample(Sample(x.image, x.label if self.labels else None,
-                                            x.reference if self.references else None),
+                                            x.reference if self.references else None,
+                                            x.invalid if self.labels else None),
                                      self.s.label_lut, self.valid_max)
             else:
                 arrays = {"image": read_image(x.image)}
