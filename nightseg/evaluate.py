@@ -34,6 +34,7 @@ from nightseg.inference.results import print_table, write_metrics
 from nightseg.infra import distributed
 from nightseg.infra.hardware import resolve_trainer
 from nightseg.infra.job import Job
+from nightseg.infra.tracking import study_config
 from nightseg.training.config import check_catalog, validate_data
 
 log = logging.getLogger("nightseg")
@@ -76,9 +77,13 @@ def evaluate_models(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         cfg.translator_seed = models.run.get("translator_seed")
     log.info("data %s: %s", cfg.data.name, catalog.summary())
 
+    config = study_config(strategy=cfg.strategy.name, night_count=models.run.get("night_count"),
+                          seed=cfg.seed, translator_seed=cfg.translator_seed, data=cfg.data.name,
+                          # as a run's strategy.gate: a fitted gate file is what auto fitted
+                          gate="none" if models.gate is None else "auto",
+                          cfg=OmegaConf.to_container(cfg, resolve=True))
     tracker = instantiate(cfg.logger, _recursive_=False, save_dir=run_dir, tags=["evaluate"],
-                          group=None, name="evaluate",
-                          run_config=OmegaConf.to_container(cfg, resolve=True))
+                          group=None, name="evaluate", job_type="evaluate", run_config=config)
     # Scoring trains nothing: a job context without a stage cache.
     job = Job(cfg=cfg, run_dir=run_dir, tracker=tracker, catalog=catalog, world=world,
               trainer_kwargs=trainer_kwargs)

@@ -6,7 +6,10 @@ Collects every job's metrics.json below the sweep directory and writes
   (summary.md: mIoU and pixel accuracy per test set, then per-class IoU for each test set);
 - ``miou_vs_night_count.png``: mIoU against night_count per test set, with error bars (one
   standard deviation over seeds) where several seeds were swept; night2day_inference jobs of the
-  same directory appear as dashed lines.
+  same directory appear as dashed lines;
+- with ``--wandb`` (the default where the sweep's jobs used logger=wandb): one summary run in the
+  sweep's wandb group, in ``wandb/`` of the sweep directory, offline unless WANDB_MODE or
+  ``--wandb-mode`` says online (nightseg.tools.wandb_report: the curve, the tables, the panels).
 The paper's ratio curve (Sun et al. 2019, Fig. 6) is one run per point; this shows the spread.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -124,6 +128,31 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
     return "\n".join(md + ["| " + " | ".join(line) + " |" for line in body])
 
 
+def curves(summary: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """The summary rows drawn against night_count, per (strategy, condition, test set), by
+    night_count: augment's, and the translated conditions of strategies with a night_count
+    (augment_night2day; its raw rows are augment's again)."""
+    out = defaultdict(list)
+    for r in summary:
+        if r["night_count"] is not None and r["miou_mean"] is not None and (
+                r["strategy"] == "augment" or r["condition"] != "raw"):
+            out[(r["strategy"], r["condition"], r["test_set"])].append(r)
+    for rs in out.values():
+        rs.sort(key=lambda r: r["night_count"])
+    return dict(sorted(out.items()))
+
+
+def baselines(summary: list[dict]) -> list[dict]:
+    """The translated rows of jobs without a night_count (night2day_inference): level lines."""
+    return [r for r in summary
+            if r["night_count"] is None and r["condition"] != "raw" and r["miou_mean"] is not None]
+
+
+def curve_label(strategy: str, condition: str, test_set: str) -> str:
+    name = "augment" if strategy == "augment" else f"{strategy} ({condition})"
+    return f"{name}: {test_set}"
+
+
 def plot(summary: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -131,27 +160,19 @@ def plot(summary: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    curves = defaultdict(list)
-    for r in summary:
-        # augment, and the combination's translated conditions, against night_count.
-        if r["night_count"] is not None and r["miou_mean"] is not None and (
-                r["strategy"] == "augment" or r["condition"] != "raw"):
-            curves[(r["strategy"], r["condition"], r["test_set"])].append(r)
     colors = {}
-    for (strategy, condition, test_set), rs in sorted(curves.items()):
-        rs.sort(key=lambda r: r["night_count"])
+    for (strategy, condition, test_set), rs in curves(summary).items():
         x = [r["night_count"] for r in rs]
         y = [r["miou_mean"] for r in rs]
         err = [r["miou_std"] or 0.0 for r in rs]
-        name = "augment" if strategy == "augment" else f"{strategy} ({condition})"
         line = ax.errorbar(x, y, yerr=err if any(err) else None, marker="o", capsize=3,
-                           ls="-" if strategy == "augment" else ":", label=f"{name}: {test_set}",
+                           ls="-" if strategy == "augment" else ":",
+                           label=curve_label(strategy, condition, test_set),
                            color=colors.get(test_set))
         colors.setdefault(test_set, line[0].get_color())
-    for r in summary:
-        if r["night_count"] is None and r["condition"] != "raw" and r["miou_mean"] is not None:
-            ax.axhline(r["miou_mean"], ls="--", lw=1, color=colors.get(r["test_set"], "gray"),
-                       label=f"{r['strategy']} ({r['condition']}): {r['test_set']}")
+    for r in baselines(summary):
+        ax.axhline(r["miou_mean"], ls="--", lw=1, color=colors.get(r["test_set"], "gray"),
+                   label=f"{r['strategy']} ({r['condition']}): {r['test_set']}")
     ax.set_xlabel("night_count (translated night images added)")
     ax.set_ylabel("mIoU (%)")
     n = max((r["n_seeds"] for r in summary), default=1)
@@ -163,8 +184,26 @@ def plot(summary: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def report(sweep_dir: str | Path, console: Console | None = None) -> dict[str, Path]:
-    """Write the summary files into ``sweep_dir``; returns their paths."""
+def sweep_logger(sweep_dir: Path, rows: list[dict]) -> dict | None:
+    """The ``logger`` config of the sweep's first job that has one (``<job>/.hydra/config.yaml``,
+    as composed; ``mode`` left unresolved), or None."""
+    from omegaconf import OmegaConf
+
+    for job in dict.fromkeys(r["job"] for r in rows):
+        path = sweep_dir / job / ".hydra" / "config.yaml"
+        if path.is_file():
+            node = OmegaConf.load(path).get("logger")
+            if node is not None:
+                return OmegaConf.to_container(node, resolve=False)
+    return None
+
+
+def report(sweep_dir: str | Path, console: Console | None = None, to_wandb: bool | None = None,
+           wandb_mode: str | None = None, group: str | None = None) -> dict[str, Path]:
+    """Write the summary files into ``sweep_dir``; returns their paths. ``to_wandb``: add the summary
+    run to the sweep's wandb group (None: where the jobs logged to wandb) in ``wandb_mode``
+    (default: WANDB_MODE, else offline) and ``group`` (default: the jobs' group of this sweep
+    directory, nightseg.infra.tracking.sweep_group)."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
     if not rows:
@@ -192,7 +231,34 @@ def report(sweep_dir: str | Path, console: Console | None = None) -> dict[str, P
     console.print(table)
     for p in paths.values():
         console.print(f"wrote {p}")
+    logger = sweep_logger(sweep_dir, rows) or {}
+    if to_wandb is None:
+        to_wandb = str(logger.get("_target_", "")).endswith(".WandbTracker")
+    if to_wandb:
+        from nightseg.infra.tracking import sweep_group  # imports Lightning: only for wandb
+
+        run_dir = _summary_run(sweep_dir, rows, summary, paths["plot"], logger, console,
+                               wandb_mode or os.environ.get("WANDB_MODE", "offline"),
+                               group or sweep_group(sweep_dir))
+        if run_dir is not None:
+            paths["wandb"] = run_dir
     return paths
+
+
+def _summary_run(sweep_dir: Path, rows: list[dict], summary: list[dict], figure: Path,
+                 logger: dict, console: Console, mode: str, group: str) -> Path | None:
+    from nightseg.tools.wandb_report import log_summary_run
+
+    lines = curves(summary)
+    run_dir = log_summary_run(sweep_dir, rows, summary, lines, {k: curve_label(*k) for k in lines},
+                              figure, group=group, project=logger.get("project") or "nightseg",
+                              entity=logger.get("entity"), mode=mode)
+    if run_dir is not None:
+        console.print(f"wandb: summary run {run_dir} in group {group} ({mode})")
+        if mode != "online":
+            console.print(f"put the sweep online: wandb sync {sweep_dir}/wandb/offline-run-* "
+                          f"{sweep_dir}/*/wandb/offline-run-*")
+    return run_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,9 +266,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path,
                         help="a multirun directory (or any parent of metrics.json files)")
+    parser.add_argument("--wandb", action=argparse.BooleanOptionalAction, default=None,
+                        help="add a summary run to the sweep's wandb group (default: where the "
+                             "sweep's jobs used logger=wandb)")
+    parser.add_argument("--wandb-mode", choices=("offline", "online", "disabled"),
+                        help="default: WANDB_MODE, else offline (then: wandb sync, as printed)")
+    parser.add_argument("--wandb-group", help="default: the group the sweep's jobs logged to "
+                                              "(from the sweep directory's last two names)")
     args = parser.parse_args(argv)
     try:
-        report(args.sweep_dir)
+        report(args.sweep_dir, to_wandb=args.wandb, wandb_mode=args.wandb_mode, group=args.wandb_group)
     except FileNotFoundError as e:
         parser.error(str(e))  # exits 2 with the usage line
     return 0

@@ -29,6 +29,7 @@ from nightseg.infra import distributed, preemption
 from nightseg.infra.cache import stage_cache
 from nightseg.infra.hardware import resolve_trainer
 from nightseg.infra.job import Job
+from nightseg.infra.tracking import study_config, sweep_group
 from nightseg.training.config import check_catalog, validate
 from nightseg.training.strategies import STRATEGIES
 
@@ -36,16 +37,21 @@ log = logging.getLogger("nightseg")
 
 
 def _tracker_kwargs(cfg: DictConfig, run_dir: Path) -> dict:
-    """Group, name and tags for the tracker: one group per sweep, a name from the overrides."""
+    """Group, name, tags and run config for the tracker: one group per sweep, a name from the
+    overrides, the study's coordinates at the top of the config."""
+    config = study_config(strategy=cfg.strategy.name, night_count=cfg.get("night_count"),
+                          seed=cfg.get("seed"), translator_seed=cfg.get("translator_seed"),
+                          data=cfg.data.name, gate=cfg.strategy.get("gate"),
+                          cfg=OmegaConf.to_container(cfg, resolve=True))
     kwargs = {"save_dir": run_dir, "tags": [cfg.strategy.name], "group": None, "name": None,
-              "run_config": OmegaConf.to_container(cfg, resolve=True)}
+              "run_config": config, "job_type": "run"}
     if cfg.get("night_count") is not None:
         kwargs["tags"].append(f"night_count={cfg.night_count}")
     if HydraConfig.initialized():
         hc = HydraConfig.get()
         kwargs["name"] = hc.job.override_dirname or hc.job.name
         if hc.mode == RunMode.MULTIRUN:
-            kwargs["group"] = Path(hc.sweep.dir).name
+            kwargs["group"] = sweep_group(hc.sweep.dir)
             kwargs["name"] = hc.job.override_dirname or f"job{hc.job.num}"
     return kwargs
 

@@ -12,6 +12,7 @@ from nightseg.core.errors import ConfigError
 from nightseg.infra.hardware import auto_precision
 from nightseg.run import run
 from tests.conftest import REPO, compose_cfg, read_metrics
+from tests.wandb_files import offline_runs
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +41,9 @@ def test_night2day_inference_then_augment_zero_share_the_segmenter(tmp_path, smo
     assert set(m["translation"]) >= {"psnr", "ssim"}
     assert m["stages"]["translator"] in ("trained", "cached")
     assert (tmp_path / "a" / "panels" / "synthetic_night_night2day.png").exists()
+    # CSV logs: the stage is the directory, the keys those of every logger
+    header = (tmp_path / "a" / "logs" / "eval_night2day" / "metrics.csv").read_text().split("\n")[0]
+    assert "test/synthetic_night/night2day/miou" in header.split(",")
 
     again = _run(smoke_overrides + ["strategy=night2day_inference"], tmp_path / "b")
     assert again["stages"] == {"translator": "cached", "segmenter": "cached",
@@ -60,18 +64,10 @@ def test_night_count_larger_than_pool_fails_before_training(tmp_path, smoke_over
     assert not (tmp_path / "c2" / "stages").exists()
 
 
-def test_sweep_trains_one_translator_and_reports(tmp_path):
-    """The paper's sweep night_count=0,1000,2000,7000 over a 7000-image pool, scaled down by 250
-    (0,4,8,28 over 28 images; 28 is more than the smoke preset's own pool of 16), with a step
-    budget as the default has: one translator, one generated set, nested subsets, and the same
-    number of optimizer steps at every point."""
-    cache, sweep = tmp_path / "cache", tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "nightseg.run", "-m", "experiment=smoke", "logger=csv",
-           "strategy=augment", "night_count=0,4,8,28", "data.counts.train=28",
-           "model.segmenter.max_epochs=null", "model.segmenter.max_steps=6",
-           f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_sweep_trains_one_translator_and_reports(smoke_sweep):
+    """The smoke sweep (tests/conftest.py): one translator, one generated set, nested subsets,
+    and the same number of optimizer steps at every point; then the report."""
+    cache, sweep = smoke_sweep.cache, smoke_sweep.sweep
     metrics = {m["night_count"]: m for m in
                (json.loads(p.read_text()) for p in sweep.rglob("metrics.json"))}
     assert sorted(metrics) == [0, 4, 8, 28]
@@ -93,9 +89,7 @@ def test_sweep_trains_one_translator_and_reports(tmp_path):
              for m in metrics.values()]
     assert steps == [6] * 4  # 28 + 28 images cost what 28 + 0 cost
 
-    proc = subprocess.run([sys.executable, "-m", "nightseg.report", str(sweep)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    assert smoke_sweep.report.returncode == 0, smoke_sweep.report.stderr
     for name in ("summary.csv", "summary.md", "runs.csv", "miou_vs_night_count.png"):
         assert (sweep / name).exists(), name
     assert "augment N=8" in (sweep / "summary.md").read_text()
@@ -104,12 +98,18 @@ def test_sweep_trains_one_translator_and_reports(tmp_path):
 def test_wandb_offline_run_is_written_and_closed(tmp_path, smoke_overrides, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [o for o in smoke_overrides if not o.startswith("logger=")]
-    _run(overrides + ["logger=wandb"], tmp_path / "w")
-    runs = list((tmp_path / "w" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
+    m = _run(overrides + ["logger=wandb", "strategy=night2day_inference"], tmp_path / "w")
+    (run,) = offline_runs(tmp_path / "w")
     import wandb
 
     assert wandb.run is None  # closed, so the next job of a sweep starts a fresh run
+    # The translated condition under the same set as the raw one (was eval_night2day-test_night2day/...)
+    assert {k: run.config[k] for k in ("strategy", "night_count", "gate")} == {
+        "strategy": "night2day_inference", "night_count": None, "gate": "none"}
+    for r in m["results"]:
+        assert run.summary[f"test/{r['test_set']}/{r['condition']}/miou"] == r["miou"]
+    assert run.summary["test/synthetic_night/night2day/psnr"] == m["translation"]["psnr"]
+    assert run.summary["test/synthetic_night/raw/psnr"] == m["translation"]["raw_psnr"]
 
 
 class _Killed(RuntimeError):

@@ -25,6 +25,7 @@ from nightseg.data.datamodules import SegmentationDataModule
 from nightseg.inference.pipeline import SegmentationPipeline
 from nightseg.infra import distributed
 from nightseg.infra.job import Job
+from nightseg.infra.tracking import score_key
 from nightseg.infra.trainer import make_trainer
 
 # The keys of a result row in metrics.json.
@@ -65,18 +66,19 @@ class Evaluation:
 class _Scoring(pl.LightningModule):
     """Runs a pipeline over the test loaders of a SegmentationDataModule, one SetScores per set.
 
-    ``stage`` prefixes the logged metrics (``test/<set>/miou``, ``test_night2day/<set>/psnr``).
+    It logs each set's scores as ``test/<set>/<condition>/<metric>`` (nightseg.infra.tracking's
+    ``score_key``: ``test/synthetic_night/night2day/miou``).
     """
 
     def __init__(self, pipeline: SegmentationPipeline, sets: Sequence[SampleSet], num_classes: int,
-                 class_names: Sequence[str], ignore_index: int, num_panels: int, stage: str):
+                 class_names: Sequence[str], ignore_index: int, num_panels: int):
         super().__init__()
         # The eval stage's logger records the segmenter's hyperparameters, as for its training.
         self.save_hyperparameters(dict(getattr(pipeline.segmenter, "hparams", {})))
         self.pipeline = pipeline
         self.sets = list(sets)
         self.num_classes, self.class_names = num_classes, list(class_names)
-        self.ignore_index, self.num_panels, self.stage = ignore_index, num_panels, stage
+        self.ignore_index, self.num_panels = ignore_index, num_panels
         self.scores: list[SetScores] = []
         self.result = Evaluation(pipeline.condition)
 
@@ -112,8 +114,8 @@ class _Scoring(pl.LightningModule):
                 self.result.gate[name] = res["gate"]
             for key in ("miou", "pixel_acc", "mean_acc", "psnr", "ssim"):
                 if res.get(key) is not None:
-                    self.log(f"{self.stage}/{name}/{key}", res[key], add_dataloader_idx=False,
-                             rank_zero_only=True)
+                    self.log(score_key(name, self.result.condition, key), res[key],
+                             add_dataloader_idx=False, rank_zero_only=True)
 
 
 def evaluate(job: Job, segmenter: nn.Module, sets: Sequence[SampleSet],
@@ -140,8 +142,7 @@ def evaluate_pipeline(job: Job, pipeline: SegmentationPipeline, sets: Sequence[S
     """
     data = job.cfg.data
     condition = pipeline.condition
-    scoring = _Scoring(pipeline, sets, num_classes, class_names, ignore_index,
-                       num_panels, "test" if condition == "raw" else f"test_{condition}")
+    scoring = _Scoring(pipeline, sets, num_classes, class_names, ignore_index, num_panels)
     dm = SegmentationDataModule([], test_sets=sets, num_classes=job.catalog.num_classes,
                                 eval_batch_size=data.eval_batch_size, num_workers=data.num_workers,
                                 resize=data.resize, on_error=data.on_error)

@@ -13,6 +13,7 @@ from nightseg.inference.evaluation import Evaluation
 from nightseg.infra import distributed
 from nightseg.infra.hardware import device_summary
 from nightseg.infra.job import Job
+from nightseg.infra.tracking import score_key
 
 
 def translation_scores(evaluations: Sequence[Evaluation]) -> dict | None:
@@ -71,10 +72,23 @@ def write_metrics(job: Job, evaluations: Sequence[Evaluation], night_count: int 
     if not distributed.is_rank_zero():  # under DDP every rank has the same results; one writes them
         return metrics
     write_json(job.run_dir / "metrics.json", metrics)
-    summary = {f"{r['test_set']}/{r['condition']}/miou": r["miou"] for r in rows}
-    summary.update({f"translation/{k}": v for k, v in (translation or {}).items()})
-    job.tracker.log_results(rows, summary)
+    job.tracker.log_results(rows, final_scores(evaluations))
     return metrics
+
+
+def final_scores(evaluations: Sequence[Evaluation]) -> dict[str, float | None]:
+    """The scores of metrics.json by their tracker keys (nightseg.infra.tracking.score_key):
+    ``test/<set>/<condition>/{miou,pixel_acc,mean_acc}`` of every row, ``.../psnr`` and
+    ``.../ssim`` where the set has true day references; the run's summary holds these values."""
+    scores = {}
+    for ev in evaluations:
+        for r in ev.rows:
+            for metric in ("miou", "pixel_acc", "mean_acc"):
+                scores[score_key(r["test_set"], ev.condition, metric)] = r[metric]
+        for name, translation in ev.translation.items():
+            for metric, value in translation.items():
+                scores[score_key(name, ev.condition, metric)] = value
+    return scores
 
 
 def print_table(metrics: dict, run_dir: Path | None = None, console: Console | None = None) -> None:

@@ -1,2 +1,3 @@
-"""Tooling beside the library: the benchmark's internals and the fault-injection harness. The
-library never imports it; the commands python -m nightseg.bench and python -m nightseg.faults do."""
+"""Tooling beside the library: the benchmark's internals, the fault-injection harness and the
+report's wandb summary run. The library never imports it; the commands python -m nightseg.bench,
+python -m nightseg.faults and python -m nightseg.report do."""
