@@ -29,6 +29,7 @@ from nightseg.data.io import apply_transform, load_sample, read_image
 from nightseg.data.prepared import FORMAT_VERSION, PreparedRef, PreparedWriter
 from nightseg.infra import distributed
 from nightseg.infra.cache import ARTEFACTS
+from nightseg.infra.hardware import usable_cores
 from nightseg.infra.job import Job
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _prepared(job: Job, s: SampleSet, segmentation: bool, num_classes: int | Non
     def build(stage, out: Path) -> None:
         if distributed.is_rank_zero():
             build_prepared(s, out, resize, labels, references, classes, data.on_error,
-                           int(data.num_workers))
+                           decode_workers(len(s)))
 
     with job.timed("prepare"):
         path, status = job.cache.obtain("prepared", spec, ARTEFACTS["prepared"], build)
@@ -96,6 +97,18 @@ def _prepared(job: Job, s: SampleSet, segmentation: bool, num_classes: int | Non
     job.prepared[s.name] = "trained" if job.prepared.get(s.name) == "trained" else status
     log.info("prepared %s: %s (%s)", s.name, status, path)
     return s.with_prepared(PreparedRef(path, tuple(range(len(s)))))
+
+
+# Sets smaller than this are decoded in the main process: starting workers would cost more.
+MIN_PARALLEL = 256
+MAX_DECODE_WORKERS = 16
+
+
+def decode_workers(n: int) -> int:
+    """Processes that decode a set of ``n`` samples: every core this process may use (up to 16).
+    Nothing trains meanwhile (the other ranks wait for rank zero), so unlike data.num_workers the
+    decode does not share the cores with a training step."""
+    return 0 if n < MIN_PARALLEL else min(usable_cores(), MAX_DECODE_WORKERS)
 
 
 class _Decode(Dataset):
