@@ -79,6 +79,8 @@ class Translator:
 class CycleGANModule(Translator, pl.LightningModule):
     """Batches: ``day``, ``night`` (N,3,H,W) in [0,1]. Networks work in [-1,1] internally."""
 
+    progress_bar_keys = ("train/loss_g",)  # shown as of the last logged step (nightseg.infra.trainer)
+
     def __init__(
         self,
         generator: Mapping | None = None,
@@ -168,7 +170,7 @@ class CycleGANModule(Translator, pl.LightningModule):
         self.log_dict({"train/loss_gan": loss_gan, "train/loss_cycle": loss_cycle,
                        "train/loss_identity": loss_idt, "train/loss_d_day": loss_d_day,
                        "train/loss_d_night": loss_d_night}, batch_size=n)
-        self.log("train/loss_g", loss_g, prog_bar=True, batch_size=n)
+        self.log("train/loss_g", loss_g, batch_size=n)
 
     def on_train_epoch_end(self) -> None:
         for sched in self.lr_schedulers():

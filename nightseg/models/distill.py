@@ -24,6 +24,8 @@ from nightseg.models.cyclegan import CycleGANModule, Translator, linear_decay
 class DistillationModule(Translator, pl.LightningModule):
     """Student generators ``day2night``/``night2day``; batches ``day``, ``night`` in [0, 1]."""
 
+    progress_bar_keys = ("train/loss",)  # shown as of the last logged step (nightseg.infra.trainer)
+
     def __init__(
         self,
         generator: Mapping,
@@ -82,7 +84,7 @@ class DistillationModule(Translator, pl.LightningModule):
         self.log_dict({"train/loss_day2night": loss_d2n, "train/loss_night2day": loss_n2d},
                       batch_size=n)
         loss = loss_d2n + loss_n2d
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/loss", loss, batch_size=n)
         return loss
 
     def configure_optimizers(self):

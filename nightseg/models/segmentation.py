@@ -24,6 +24,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class SegmentationModule(pl.LightningModule):
     """ERF-PSPNet segmenter. Batches: ``image`` (N,3,H,W) in [0,1], ``mask`` (N,H,W) long."""
 
+    progress_bar_keys = ("train/loss",)  # shown as of the last logged step (nightseg.infra.trainer)
+
     def __init__(
         self,
         num_classes: int = 19,
@@ -76,7 +78,7 @@ class SegmentationModule(pl.LightningModule):
         logits = self(batch["image"])
         loss = F.cross_entropy(logits.float(), batch["mask"], weight=self.class_weight,
                                ignore_index=self.hparams.ignore_index)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        self.log("train/loss", loss, batch_size=batch["image"].shape[0])
         self._log_skipped(batch, "train")
         return loss
 
