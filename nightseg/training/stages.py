@@ -95,6 +95,7 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
             teacher, _ = get_translator(job, tcfg.teacher, stage_name="teacher")
         pl.seed_everything(cfg.translator_seed, workers=True)
         module = instantiate(tcfg, _recursive_=False, _convert_="all")
+        module.compile_training = bool(cfg.model.get("compile", False))
         if teacher is not None:
             module.set_teacher(teacher)
         dm = TranslationDataModule(
@@ -213,6 +214,7 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
         pl.seed_everything(cfg.seed, workers=True)
         module = instantiate(cfg.model.segmenter, class_names=list(job.catalog.class_names),
                              _convert_="all")
+        module.compile_training = bool(cfg.model.get("compile", False))
         train_sets = [job.catalog.train] + ([extra] if extra else [])
         dm = SegmentationDataModule(
             train_sets, val_sets=job.catalog.val, num_classes=job.catalog.num_classes,
