@@ -42,6 +42,7 @@ import torch
 from nightseg.core.errors import ConfigError, DataError
 from nightseg.core.files import write_json
 from nightseg.infra.hardware import device_summary
+from nightseg.models.speed import check_compiler
 from nightseg.tools.bench.models import MODELS, TRAIN_BATCH, TRAINING, bench_model, bench_training
 from nightseg.tools.bench.timing import (
     conv_peak_gflops,
@@ -69,9 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: all cores this process may use)")
     p.add_argument("--compile", action="store_true",
-                   help="also time the auto inference path torch.compile'd (inductor, freezing); "
-                        "compiles once per model, 5-20 s each on 2 CPU cores")
+                   help="also time the auto inference path torch.compile'd (inductor, freezing; "
+                        "5-20 s to compile each model on 2 CPU cores) and the auto training steps "
+                        "with model.compile=true (a minute or more per module on 2 CPU cores)")
     p.add_argument("--no-training", action="store_true", help="skip the training-step timings")
+    p.add_argument("--no-inference", action="store_true", help="skip the inference timings")
     p.add_argument("--onnx", action="store_true",
                    help="also export each model to ONNX and time it in onnxruntime, fp32 and "
                         "static int8 (QDQ, per-channel), with --threads intra-op threads")
@@ -118,6 +121,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--data-epochs must be >= 1 and --data-workers >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible; use --device cpu")
+    if args.compile:
+        try:
+            check_compiler(args.device == "cuda", key="--compile", off="the bench without --compile")
+        except ConfigError as e:
+            p.error(str(e))
     return args
 
 
@@ -173,14 +181,14 @@ def run(args: argparse.Namespace) -> dict:
               "auto_precision": training_precision(device, optimized=True),
               "resolution": [args.height, args.width],
               "conv_peak_gflops": peak, "models": {}, "training": {}}
-    for name in args.models:
+    for name in [] if args.no_inference else args.models:
         result["models"][name] = bench_model(name, device, hw, args.batch_size, args.runs,
                                              args.warmup, peak, args.compile, args.onnx)
     if not args.no_training:
         for name in TRAINING:
             batch = args.train_batch_size or TRAIN_BATCH[name]
             result["training"][name] = bench_training(name, device, hw, batch, args.train_runs,
-                                                      args.train_warmup)
+                                                      args.train_warmup, args.compile)
     return result
 
 
@@ -221,6 +229,24 @@ def print_bench_table(result: dict, args: argparse.Namespace) -> None:
     h, w = result["resolution"]
     title = (f"{result['machine']}; {w}x{h} batch {args.batch_size}; auto = {result['auto_precision']}"
              f" + configured layouts; conv peak {result['conv_peak_gflops']:.0f} GFLOP/s")
+    if result["models"]:
+        _inference_tables(console, result, args, title, w, h)
+    if result["training"]:
+        t = Table(title=f"Training step (training_step + backward + optimizer steps): {title}")
+        compiled = any("compiled_ms" in r for r in result["training"].values())
+        cols = ["module", "fp32 NCHW ms", "auto ms", "speedup"]
+        for col in cols + (["compiled ms", "compiled speedup"] if compiled else []):
+            t.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
+        for name, r in result["training"].items():
+            extra = [f"{r['compiled_ms']:.0f}", f"{r['compiled_speedup']:.2f}x"] if compiled else []
+            t.add_row(name, f"{r['reference_ms']:.0f}", f"{r['auto_ms']:.0f}", f"{r['speedup']:.2f}x",
+                      *extra)
+        console.print(t)
+
+
+def _inference_tables(console, result: dict, args: argparse.Namespace, title: str, w: int, h: int) -> None:
+    from rich.table import Table
+
     t = Table(title=f"Inference: {title}")
     compiled = any("compiled_ms" in r for r in result["models"].values())
     cols = ["model", "GMACs", "params M", "fp32 ms", "auto ms", "speedup", "fps", "% peak"]
@@ -243,13 +269,6 @@ def print_bench_table(result: dict, args: argparse.Namespace) -> None:
                 t.add_row(name, f"onnxruntime {rt}", f"{r['ms']:.1f}", f"{r['fps']:.1f}",
                           f"{100 * r['peak_fraction']:.1f}",
                           f"{result['models'][name]['auto_ms'] / r['ms']:.2f}x")
-        console.print(t)
-    if result["training"]:
-        t = Table(title="Training step (training_step + backward + optimizer steps)")
-        for col in ("module", "fp32 NCHW ms", "auto ms", "speedup"):
-            t.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
-        for name, r in result["training"].items():
-            t.add_row(name, f"{r['reference_ms']:.0f}", f"{r['auto_ms']:.0f}", f"{r['speedup']:.2f}x")
         console.print(t)
 
 

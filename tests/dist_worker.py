@@ -118,8 +118,10 @@ def resume(args) -> None:
 def sigterm(args) -> None:
     """SIGTERM reaches each rank at its own moment (here rank 0 in step 2, rank 1 in step 4, both
     sending it to themselves): nightseg's Trainers must stop every rank after the same step and
-    save it, where a rank stopping alone would leave the other waiting in a collective. Each rank
-    writes the step it stopped at and the step of the checkpoint."""
+    save it, where a rank stopping alone would leave the other waiting in a collective. The ranks
+    agree every log_every_n_steps=2 steps (when 2, 4, ... steps are done), so both stop when 4 are
+    done, before rank 1's own signal. Each rank writes the step it stopped at and the step of the
+    checkpoint."""
     import signal
 
     import pytorch_lightning as pl
@@ -144,6 +146,7 @@ def sigterm(args) -> None:
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", strategy="ddp",
                          devices=int(os.environ["WORLD_SIZE"]), logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
+                         log_every_n_steps=2,
                          callbacks=[preemption.StopOnSignal(), CheckpointOnSigterm(ckpt)])
     try:
         trainer.fit(SignalledAtItsStep(), datamodule=dm)

@@ -177,11 +177,12 @@ def test_a_resume_mid_epoch_under_ddp_gives_every_rank_the_batches_it_would_have
 def test_sigterm_reaching_the_ranks_at_different_steps_stops_both_after_the_same_step(tmp_path):
     """Slurm signals every task, each at its own moment. Lightning 2.6's SIGTERM handler broadcasts
     from inside the signal handler and each rank acts on its own flag: here both ranks hung until
-    killed. nightseg's Trainers agree after every batch: both stop after the step in which rank 0
-    got the signal, save it, and end with SIGTERMException within seconds."""
+    killed. nightseg's Trainers agree every log_every_n_steps batches (2 here): both stop at the
+    first agreement after the step in which rank 0 got the signal (4 steps done), save that step,
+    and end with SIGTERMException within seconds."""
     cmd = torchrun(2, free_port(), "-m", "tests.dist_worker", "sigterm", "--cache", str(tmp_path),
                    "--out", str(tmp_path))
     check(run_all([(cmd, env())], 60, tmp_path / "logs"))
     ranks = [json.loads((tmp_path / f"sigterm_{rank}.json").read_text()) for rank in (0, 1)]
     assert ranks[0] == ranks[1], ranks
-    assert ranks[0]["stopped"] and ranks[0]["step"] == ranks[0]["checkpoint_step"] == 3, ranks
+    assert ranks[0]["stopped"] and ranks[0]["step"] == ranks[0]["checkpoint_step"] == 4, ranks

@@ -122,3 +122,33 @@ def test_gate_is_fitted_on_translator_images_and_keeps_day_images_raw(tmp_path, 
     assert gated.condition == "night2day_gated" and raw.condition == "raw"
     assert {k: gated.rows[0][k] for k in ("miou", "pixel_acc", "per_class_iou")} == \
         {k: raw.rows[0][k] for k in ("miou", "pixel_acc", "per_class_iou")}
+
+
+def test_under_ddp_only_rank_zero_decodes_and_fits_the_gate(tmp_path, monkeypatch):
+    """Another rank's build does nothing (no image decoded, nothing written) and the gate it returns
+    is the one rank zero published (a stand-in for the cache's publish and barrier)."""
+    import json
+    from types import SimpleNamespace
+
+    from nightseg.training import stages
+
+    published = BrightnessGate(0.3, 0.9, 0.8, 16)
+    (tmp_path / "gate.json").write_text(json.dumps(published.to_dict()))
+    built = []
+
+    def obtain(kind, spec, artefact, build):
+        build(SimpleNamespace(), tmp_path / "tmp.json")
+        built.append((tmp_path / "tmp.json").exists())
+        return tmp_path / "gate.json", "trained"
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a rank other than zero decoded images for the gate")
+
+    monkeypatch.setattr(stages.distributed, "is_rank_zero", lambda: False)
+    monkeypatch.setattr(stages, "SegmentationDataset", no_decoding)
+    monkeypatch.setattr(stages, "gate_spec", lambda job: {})
+    cfg = compose_cfg(["experiment=smoke", "logger=csv", f"paths.cache_dir={tmp_path}/c"])
+    catalog = SimpleNamespace(translate_day=None, translate_night=None)
+    job = Job(cfg=cfg, run_dir=tmp_path, tracker=None, catalog=catalog,
+              cache=SimpleNamespace(obtain=obtain))
+    assert get_gate(job).to_dict() == published.to_dict() and built == [False]

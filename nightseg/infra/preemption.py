@@ -28,9 +28,13 @@ preempted under ``PreemptMode=REQUEUE`` is requeued by Slurm itself.
 
 Under DDP the ranks must stop at the same step, or the first to stop leaves the others waiting in
 their next collective for ever. A signal reaches each rank at its own moment, so here a signal only
-records the request (:func:`pending`); the ranks agree on it after every training and evaluation
-batch (one all-reduce, :class:`StopOnSignal`) and between stages (:func:`check`), and only
-then is Lightning's stop flag set, on every rank at once. Lightning's own SIGTERM handler is replaced
+records the request (:func:`pending`); the ranks agree on it every ``trainer.log_every_n_steps``
+batches, before every checkpoint and at the end of training (one all-reduce that also carries the
+on-device :class:`StopFlag` s, such as the non-finite loss check: :class:`StopOnSignal`) and between
+stages (:func:`check`), and only then is Lightning's stop flag set, on every rank at once. (A job of
+one process needs no agreement: it stops after the step the signal came in.) Each agreement is a wait
+for the device, which drains a GPU's queue of work: at every step it cost a GPU job a few percent.
+Lightning's own SIGTERM handler is replaced
 in every nightseg Trainer: it runs a ``broadcast`` from inside the signal handler (pytorch-lightning
 2.6), which pairs with whatever collective the other rank is in at that moment (why that hangs, and
 how it was found: experiments/reliability/README.md). Global rank zero alone requeues.
@@ -50,6 +54,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from nightseg.infra import distributed
@@ -116,14 +122,6 @@ def _on_sigterm(trainer: pl.Trainer, signum: int, frame: Any) -> None:
             trainer.strategy.launcher.kill(signum)
 
 
-def _agree_to_stop(trainer: pl.Trainer) -> None:
-    """Every rank at the same point of the same loop: if any rank was asked to stop, set Lightning's
-    stop flag on all of them, so that all raise SIGTERMException after this very batch (training:
-    after its step; evaluation: before the next batch) and save the same step."""
-    if trainer.strategy.reduce_boolean_decision(_state.pending is not None, all=False):
-        trainer._signal_connector.received_sigterm = True
-
-
 def check() -> None:
     """Stop now if a signal came while a Trainer was finishing its last step (Lightning then
     completes it normally), on this rank or any other. Called between stages, on every rank."""
@@ -131,17 +129,56 @@ def check() -> None:
         raise SIGTERMException
 
 
+class StopFlag(pl.Callback):
+    """A reason to stop training that every rank must agree on, watched on the device: updated
+    after every training batch without reading anything back to the host, and read only in
+    :class:`StopOnSignal`'s agreement, together with the stop request (one collective)."""
+
+    def update(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any) -> None:
+        """Take in this training batch (on the device only)."""
+
+    def local_flag(self, device: torch.device) -> torch.Tensor:
+        """This rank's flag: a 0-dim tensor on ``device``, non-zero to stop."""
+        return torch.zeros((), device=device)
+
+    def stop(self, trainer: pl.Trainer) -> None:
+        """Called on every rank once any rank's flag was set: raise."""
+
+
+def _multiprocess() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 class StopOnSignal(pl.Callback):
     """In every nightseg Trainer: takes over SIGTERM from Lightning (:func:`_on_sigterm`), tells the
-    requeue signals' handler which Trainer runs, and lets the ranks agree on a stop request after
-    every batch and at the start of each loop (a request that came before Lightning armed its signal
-    handling, which clears its flag, included). A request that comes as the Trainer finishes its
-    last batch stays pending: Job.record stops the job before its next stage (check())."""
+    requeue signals' handler which Trainer runs, and acts on a stop request and on the Trainer's
+    :class:`StopFlag` callbacks.
+
+    One process: a stop request stops the Trainer after the batch it came in (a host flag, no
+    wait). Several: the ranks agree on it, and on the flags, in one all-reduce every
+    ``trainer.log_every_n_steps`` batches of each loop (the training batches Lightning logs, where
+    the logged values are read to the host anyway), at the start of each loop (a request that came
+    before Lightning armed its signal handling, which clears its flag, included). The flags are
+    also read before every checkpoint is saved (so none holds a state that a flag condemns) and at
+    the end of training. A request that comes as the Trainer finishes its last batch stays
+    pending: Job.record stops the job before its next stage (check())."""
+
+    def __init__(self):
+        self._flags: list[StopFlag] = []
+        self._unchecked = 0  # training batches since the flags were last read
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _state.trainer = trainer
+        self._flags = [c for c in trainer.callbacks if isinstance(c, StopFlag)]
+        self._unchecked = 0
         # Read when Lightning registers its handlers, after this hook and before the loops.
         trainer._signal_connector._sigterm_notifier_fn = partial(_on_sigterm, trainer)
+        # Lightning 2.6 broadcasts rank zero's stop flag and reads it back before every training
+        # batch under DDP: a collective and a wait per step. The agreement here sets that flag on
+        # every rank at once, so the broadcast never finds anything to do.
+        loop = trainer.fit_loop.epoch_loop
+        if hasattr(loop, "_broadcast_sigterm_tensor"):
+            loop._broadcast_sigterm_tensor = _no_broadcast
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         _state.trainer = None
@@ -150,11 +187,69 @@ class StopOnSignal(pl.Callback):
                      exception: BaseException) -> None:
         _state.trainer = None
 
-    def _agree(self, trainer: pl.Trainer, *args: Any) -> None:
-        _agree_to_stop(trainer)
+    def _agree(self, trainer: pl.Trainer, read_flags: bool) -> None:
+        """Every rank at the same point of the same loop: if any rank's flag is set, stop (the
+        flag raises); if any rank was asked to stop, set Lightning's stop flag on all of them, so
+        that all raise SIGTERMException after this very batch (training: after its step;
+        evaluation: before the next batch) and save the same step."""
+        requested = _state.pending is not None
+        if not _multiprocess() and not read_flags:
+            if requested:
+                trainer._signal_connector.received_sigterm = True
+            return
+        device = trainer.strategy.root_device
+        flags = self._flags if read_flags else []
+        local = torch.stack([torch.full((), float(requested), device=device),
+                             *(f.local_flag(device).float() for f in flags)])
+        if _multiprocess():
+            dist.all_reduce(local, op=dist.ReduceOp.MAX)
+        agreed = local.tolist()  # the one wait for the device
+        if read_flags:
+            self._unchecked = 0
+        for flag, value in zip(flags, agreed[1:], strict=True):
+            if value:
+                flag.stop(trainer)
+        if agreed[0]:
+            trainer._signal_connector.received_sigterm = True
 
-    on_train_start = on_validation_start = on_test_start = _agree
-    on_train_batch_end = on_validation_batch_end = on_test_batch_end = _agree
+    def _every(self, trainer: pl.Trainer) -> int:
+        return max(1, trainer.log_every_n_steps)
+
+    def _at_loop_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._agree(trainer, read_flags=False)
+
+    on_train_start = on_validation_start = on_test_start = _at_loop_start
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        for flag in self._flags:
+            flag.update(trainer, pl_module, outputs)
+        self._unchecked += 1
+        # Lightning's own rule for the batches it logs (this batch counted).
+        due = (trainer.fit_loop.epoch_loop._batches_that_stepped + 1) % self._every(trainer) == 0
+        if due or (_state.pending is not None and not _multiprocess()):
+            self._agree(trainer, read_flags=due or bool(self._flags))
+
+    def _on_eval_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not _multiprocess() or (batch_idx + 1) % self._every(trainer) == 0:
+            self._agree(trainer, read_flags=False)
+
+    on_validation_batch_end = on_test_batch_end = _on_eval_batch_end
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        # Every rank saves at the same step (the periodic checkpoint, the agreed stop's).
+        if self._unchecked:
+            self._agree(trainer, read_flags=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._unchecked:
+            self._agree(trainer, read_flags=True)
+
+
+def _no_broadcast() -> None:
+    return None
 
 
 def slurm_job_id() -> str | None:

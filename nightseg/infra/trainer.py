@@ -34,7 +34,22 @@ def quiet_lightning() -> None:
 
 class _ProgressBar(RichProgressBar):
     """Lightning's rich bar, saying "Epoch 0 (budget 500 steps)" where a step budget leaves the
-    epochs open (max_epochs=-1), instead of "Epoch 0/-2"."""
+    epochs open (max_epochs=-1), instead of "Epoch 0/-2", and showing the module's
+    ``progress_bar_keys`` (its training losses) as of the last batch Lightning logged: a value
+    logged with prog_bar=True is read to the host at every batch, a wait for the device at every
+    training step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shown: dict[str, float] = {}
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        keys = getattr(pl_module, "progress_bar_keys", ())
+        if keys and trainer.training and trainer._logger_connector.should_update_logs:
+            metrics = trainer.callback_metrics
+            self._shown = {k.rpartition("/")[2]: float(metrics[k]) for k in keys if k in metrics}
+        return {**items, **self._shown}
 
     def _get_train_description(self, current_epoch: int) -> str:
         trainer = self.trainer

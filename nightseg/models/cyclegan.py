@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
+from nightseg.models.speed import CompiledTraining, fused_if_cuda
+
 DEFAULT_GENERATOR = {"_target_": "nightseg.nets.generator.ResnetGenerator", "ngf": 64, "n_blocks": 9}
 DEFAULT_DISCRIMINATOR = {"_target_": "nightseg.nets.discriminator.PatchDiscriminator",
                          "ndf": 64, "n_layers": 3}
@@ -76,8 +78,11 @@ class Translator:
         return (net(self._in(image)).float() + 1) / 2
 
 
-class CycleGANModule(Translator, pl.LightningModule):
+class CycleGANModule(Translator, CompiledTraining, pl.LightningModule):
     """Batches: ``day``, ``night`` (N,3,H,W) in [0,1]. Networks work in [-1,1] internally."""
+
+    progress_bar_keys = ("train/loss_g",)  # shown as of the last logged step (nightseg.infra.trainer)
+    TRAINED_NETS = ("day2night", "night2day", "disc_day", "disc_night")  # compiled with model.compile
 
     def __init__(
         self,
@@ -130,18 +135,20 @@ class CycleGANModule(Translator, pl.LightningModule):
         opt_g, opt_d = self.optimizers()
         day, night = self._in(batch["day"]), self._in(batch["night"])
         hp = self.hparams
+        day2night, night2day = self.train_net("day2night"), self.train_net("night2day")
+        disc_day, disc_night = self.train_net("disc_day"), self.train_net("disc_night")
 
         # Generators: fool both discriminators, reconstruct through the cycle, keep identity.
         self.toggle_optimizer(opt_g)
-        fake_night = self.day2night(day)
-        fake_day = self.night2day(night)
-        loss_gan = self._lsgan(self.disc_night(fake_night), True) + self._lsgan(self.disc_day(fake_day), True)
-        loss_cycle = (F.l1_loss(self.night2day(fake_night).float(), day.float())
-                      + F.l1_loss(self.day2night(fake_day).float(), night.float())) * hp.lambda_cycle
+        fake_night = day2night(day)
+        fake_day = night2day(night)
+        loss_gan = self._lsgan(disc_night(fake_night), True) + self._lsgan(disc_day(fake_day), True)
+        loss_cycle = (F.l1_loss(night2day(fake_night).float(), day.float())
+                      + F.l1_loss(day2night(fake_day).float(), night.float())) * hp.lambda_cycle
         loss_g = loss_gan + loss_cycle
         if hp.lambda_identity > 0:
-            loss_idt = (F.l1_loss(self.night2day(day).float(), day.float())
-                        + F.l1_loss(self.day2night(night).float(), night.float()))
+            loss_idt = (F.l1_loss(night2day(day).float(), day.float())
+                        + F.l1_loss(day2night(night).float(), night.float()))
             loss_idt = loss_idt * hp.lambda_cycle * hp.lambda_identity
             loss_g = loss_g + loss_idt
         else:
@@ -155,10 +162,10 @@ class CycleGANModule(Translator, pl.LightningModule):
         self.toggle_optimizer(opt_d)
         pooled_night = self.pool_night.query(fake_night.detach())
         pooled_day = self.pool_day.query(fake_day.detach())
-        loss_d_night = 0.5 * (self._lsgan(self.disc_night(night), True)
-                              + self._lsgan(self.disc_night(pooled_night), False))
-        loss_d_day = 0.5 * (self._lsgan(self.disc_day(day), True)
-                            + self._lsgan(self.disc_day(pooled_day), False))
+        loss_d_night = 0.5 * (self._lsgan(disc_night(night), True)
+                              + self._lsgan(disc_night(pooled_night), False))
+        loss_d_day = 0.5 * (self._lsgan(disc_day(day), True)
+                            + self._lsgan(disc_day(pooled_day), False))
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(loss_d_night + loss_d_day)
         opt_d.step()
@@ -168,7 +175,7 @@ class CycleGANModule(Translator, pl.LightningModule):
         self.log_dict({"train/loss_gan": loss_gan, "train/loss_cycle": loss_cycle,
                        "train/loss_identity": loss_idt, "train/loss_d_day": loss_d_day,
                        "train/loss_d_night": loss_d_night}, batch_size=n)
-        self.log("train/loss_g", loss_g, prog_bar=True, batch_size=n)
+        self.log("train/loss_g", loss_g, batch_size=n)
 
     def on_train_epoch_end(self) -> None:
         for sched in self.lr_schedulers():
@@ -199,8 +206,8 @@ class CycleGANModule(Translator, pl.LightningModule):
         hp = self.hparams
         gen_params = list(self.day2night.parameters()) + list(self.night2day.parameters())
         disc_params = list(self.disc_day.parameters()) + list(self.disc_night.parameters())
-        opt_g = torch.optim.Adam(gen_params, lr=hp.lr, betas=(hp.beta1, 0.999))
-        opt_d = torch.optim.Adam(disc_params, lr=hp.lr, betas=(hp.beta1, 0.999))
+        opt_g = torch.optim.Adam(gen_params, lr=hp.lr, betas=(hp.beta1, 0.999), **fused_if_cuda(gen_params))
+        opt_d = torch.optim.Adam(disc_params, lr=hp.lr, betas=(hp.beta1, 0.999), **fused_if_cuda(disc_params))
         factor = linear_decay(hp.epochs_constant, hp.epochs_decay)
         scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
         return [opt_g, opt_d], scheds

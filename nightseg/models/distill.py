@@ -19,10 +19,14 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from nightseg.models.cyclegan import CycleGANModule, Translator, linear_decay
+from nightseg.models.speed import CompiledTraining, fused_if_cuda
 
 
-class DistillationModule(Translator, pl.LightningModule):
+class DistillationModule(Translator, CompiledTraining, pl.LightningModule):
     """Student generators ``day2night``/``night2day``; batches ``day``, ``night`` in [0, 1]."""
+
+    progress_bar_keys = ("train/loss",)  # shown as of the last logged step (nightseg.infra.trainer)
+    TRAINED_NETS = ("day2night", "night2day")  # the students, compiled with model.compile
 
     def __init__(
         self,
@@ -57,6 +61,7 @@ class DistillationModule(Translator, pl.LightningModule):
         return self.hparams.epochs_constant + self.hparams.epochs_decay
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if not self._teacher:
             raise RuntimeError("DistillationModule needs a teacher: call set_teacher() before fit")
         self._teacher[0].to(self.device)
@@ -76,17 +81,18 @@ class DistillationModule(Translator, pl.LightningModule):
         with torch.no_grad():
             target_night = teacher.day2night(day)
             target_day = teacher.night2day(night)
-        loss_d2n = self._loss(self.day2night(day), target_night)
-        loss_n2d = self._loss(self.night2day(night), target_day)
+        loss_d2n = self._loss(self.train_net("day2night")(day), target_night)
+        loss_n2d = self._loss(self.train_net("night2day")(night), target_day)
         n = batch["day"].shape[0]
         self.log_dict({"train/loss_day2night": loss_d2n, "train/loss_night2day": loss_n2d},
                       batch_size=n)
         loss = loss_d2n + loss_n2d
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/loss", loss, batch_size=n)
         return loss
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.Adam(self.parameters(), lr=hp.lr, betas=(0.9, 0.999))
+        opt = torch.optim.Adam(self.parameters(), lr=hp.lr, betas=(0.9, 0.999),
+                               **fused_if_cuda(self.parameters()))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_decay(hp.epochs_constant, hp.epochs_decay))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

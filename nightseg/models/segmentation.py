@@ -15,14 +15,18 @@ import torch.nn.functional as F
 from nightseg.core.metrics import SetScores
 from nightseg.data.catalog import CITYSCAPES_CLASSES, IGNORE_INDEX
 from nightseg.infra.hardware import resolve_channels_last
+from nightseg.models.speed import CompiledTraining, fused_if_cuda
 from nightseg.nets.erf_pspnet import ERFPSPNet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class SegmentationModule(pl.LightningModule):
+class SegmentationModule(CompiledTraining, pl.LightningModule):
     """ERF-PSPNet segmenter. Batches: ``image`` (N,3,H,W) in [0,1], ``mask`` (N,H,W) long."""
+
+    progress_bar_keys = ("train/loss",)  # shown as of the last logged step (nightseg.infra.trainer)
+    TRAINED_NETS = ("net",)  # compiled with model.compile
 
     def __init__(
         self,
@@ -64,19 +68,22 @@ class SegmentationModule(pl.LightningModule):
     # ---- inference -------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Logits (N, C, H, W) for images in [0, 1]."""
+        return self._logits(image, self.net)
+
+    def _logits(self, image: torch.Tensor, net) -> torch.Tensor:
         x = (image - self.mean) / self.std
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
+        return net(x)
 
     # ---- training --------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # Never empty: training sets replace skipped files (data.on_error=skip), so under DDP
         # every rank returns a loss and steps with the others.
-        logits = self(batch["image"])
+        logits = self._logits(batch["image"], self.train_net("net"))
         loss = F.cross_entropy(logits.float(), batch["mask"], weight=self.class_weight,
                                ignore_index=self.hparams.ignore_index)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        self.log("train/loss", loss, batch_size=batch["image"].shape[0])
         self._log_skipped(batch, "train")
         return loss
 
@@ -87,7 +94,7 @@ class SegmentationModule(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                               weight_decay=self.hparams.weight_decay)
+                               weight_decay=self.hparams.weight_decay, **fused_if_cuda(self.parameters()))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         power = self.hparams.poly_power
         sched = torch.optim.lr_scheduler.LambdaLR(

@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from nightseg.core.errors import ConfigError
 from nightseg.data.catalog import IGNORE_INDEX, ON_ERROR_CHOICES
+from nightseg.infra.hardware import uses_cuda
+from nightseg.models.speed import check_compiler
 
 MIN_SIZE = 32  # the encoders downsample by 8 and the PatchGAN by 8 more; below this nothing is left
 # Strategies that add night_count translated images to the segmenter's training set.
@@ -125,6 +127,16 @@ def validate(cfg: DictConfig) -> None:
             f"model.segmenter.num_classes={seg_classes} disagrees with data.num_classes="
             f"{cfg.data.num_classes} (data={cfg.data.name}); remove the model.segmenter.num_classes "
             "override (it follows the data by default)")
+    _check_compile(cfg)
+
+
+def _check_compile(cfg: DictConfig) -> None:
+    compile_ = OmegaConf.select(cfg, "model.compile", default=False)
+    if not isinstance(compile_, bool):
+        raise ConfigError(f"model.compile={compile_}: use true (torch.compile the nets for training) "
+                          "or false")
+    if compile_:
+        check_compiler(uses_cuda(OmegaConf.select(cfg, "trainer.accelerator", default="auto")))
 
 
 def validate_data(cfg: DictConfig) -> None:

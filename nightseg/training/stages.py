@@ -15,11 +15,10 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from nightseg.core.errors import DataError
 from nightseg.core.files import write_json
-from nightseg.core.visualize import save_png, to_uint8
 from nightseg.data.catalog import Sample, SampleSet
 from nightseg.data.datamodules import (
     SegmentationDataModule,
@@ -37,6 +36,7 @@ from nightseg.infra.trainer import make_trainer
 from nightseg.models.cyclegan import Translator
 from nightseg.models.segmentation import SegmentationModule
 from nightseg.training.callbacks import CheckpointOnSigterm, StopOnNonFiniteLoss
+from nightseg.training.png_writer import PngWriter
 from nightseg.training.prepare import prepare_sets
 from nightseg.training.resume import ResumeState
 from nightseg.training.specs import gate_spec, generated_night_spec, segmenter_spec, translator_spec
@@ -96,6 +96,7 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
             teacher, _ = get_translator(job, tcfg.teacher, stage_name="teacher")
         pl.seed_everything(cfg.translator_seed, workers=True)
         module = instantiate(tcfg, _recursive_=False, _convert_="all")
+        module.compile_training = bool(cfg.model.get("compile", False))
         if teacher is not None:
             module.set_teacher(teacher)
         day, night = prepare_sets(job, [job.catalog.translate_day, job.catalog.translate_night],
@@ -116,29 +117,17 @@ def get_translator(job: Job, translator_cfg: DictConfig | None = None,
 
 
 # ---- generated night images (strategy augment) -----------------------------------------------
-class _PngWriter(BasePredictionWriter):
-    """Writes each translated image and its (resized) label as PNGs named by pool position, and
-    remembers the positions it wrote."""
-
-    def __init__(self, out_dir: Path):
-        super().__init__(write_interval="batch")
-        self.out_dir = out_dir
-        self.written: list[int] = []
-
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
-                           batch_idx, dataloader_idx=0) -> None:
-        for img, mask, idx in zip(prediction, batch["mask"], batch["index"], strict=True):
-            save_png(to_uint8(img), self.out_dir / "images" / f"{int(idx):06d}.png")
-            save_png(mask.byte().cpu().numpy(), self.out_dir / "labels" / f"{int(idx):06d}.png")
-            self.written.append(int(idx))
-
-
 class _Day2Night(pl.LightningModule):
     """Prediction wrapper: day images in, night images out (under the trainer's precision)."""
 
     def __init__(self, translator: Translator):
         super().__init__()
         self.translator = translator
+
+    def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
+        # Only the images go to the device: labels and pool positions go straight to the PNG
+        # writer, which would otherwise wait for the device to read them back.
+        return {**batch, "image": batch["image"].to(device, non_blocking=True)}
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         return batch_to_float(batch)
@@ -169,7 +158,7 @@ def get_generated_night(job: Job, translator: Translator, translator_key: str) -
                              pin_memory=uses_cuda(job.trainer_args().get("accelerator", "auto")))
         # Every rank writes its share into the shared work directory; rank zero then publishes it.
         shared = stage.work_dir / "images"
-        writer = _PngWriter(shared)
+        writer = PngWriter(shared)
         trainer = make_trainer(job, "generated_night", callbacks=[writer])
         trainer.predict(_Day2Night(translator), loader, return_predictions=False)
         # Rank zero lists what every rank wrote: a position no rank wrote was skipped (a bad
@@ -220,6 +209,7 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
         pl.seed_everything(cfg.seed, workers=True)
         module = instantiate(cfg.model.segmenter, class_names=list(job.catalog.class_names),
                              _convert_="all")
+        module.compile_training = bool(cfg.model.get("compile", False))
         num_classes = job.catalog.num_classes
         train_sets = prepare_sets(job, [job.catalog.train] + ([extra] if extra else []),
                                   num_classes=num_classes)
@@ -244,14 +234,18 @@ def get_segmenter(job: Job, extra: SampleSet | None = None,
 # ---- day/night gate (strategy.gate=auto) ------------------------------------------------------
 def get_gate(job: Job) -> BrightnessGate:
     """The brightness gate fitted on the translator's own unlabelled day and night training
-    images, as the segmenter sees them (resized, in [0, 1]); cached beside the other stages."""
+    images, as the segmenter sees them (resized, in [0, 1]); cached beside the other stages. Under
+    DDP rank zero alone decodes the images and fits it; every rank reads the published gate."""
     data, catalog = job.cfg.data, job.catalog
     domains = {"day": catalog.translate_day, "night": catalog.translate_night}
     spec = gate_spec(job)
 
     def build(stage, out: Path) -> None:
-        values = {}
+        # Every rank: obtaining a prepared set is a collective (rank zero builds, the others wait).
         sets = prepare_sets(job, list(domains.values()), segmentation=False)
+        if not distributed.is_rank_zero():  # the others wait in obtain() until it is published
+            return
+        values = {}
         for domain, s in zip(domains, sets, strict=True):
             ds = SegmentationDataset(s, build_transform(s.resize or data.resize),
                                      on_error=data.on_error)

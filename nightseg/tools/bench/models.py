@@ -129,17 +129,24 @@ def training_sample(name: str, hw: tuple[int, int], seed: int = 0) -> dict[str, 
 
 
 def bench_training(name: str, device: torch.device, hw: tuple[int, int], batch_size: int,
-                   runs: int, warmup: int) -> dict:
+                   runs: int, warmup: int, compile_optimized: bool = False) -> dict:
+    """fp32 NCHW eager against the auto setting, and with ``compile_optimized`` the auto setting
+    with model.compile=true (every net compiled for the fit; the first warm-up steps compile)."""
     key = TRAINING[name]
 
-    def build(optimized: bool) -> pl.LightningModule:
+    def build(optimized: bool, compiled: bool = False) -> pl.LightningModule:
         torch.manual_seed(0)
         layout = None if optimized else False  # the auto setting: the config's layout
-        if key == "segmenter":
-            return build_segmenter(layout)
-        return build_translator(key, layout)
+        module = build_segmenter(layout) if key == "segmenter" else build_translator(key, layout)
+        module.compile_training = compiled
+        return module
 
     sample = training_sample(name, hw)
     ref_s = time_training_steps(build, sample, device, False, batch_size, runs, warmup)
     opt_s = time_training_steps(build, sample, device, True, batch_size, runs, warmup)
-    return {"reference_ms": ref_s * 1e3, "auto_ms": opt_s * 1e3, "speedup": ref_s / opt_s}
+    row = {"reference_ms": ref_s * 1e3, "auto_ms": opt_s * 1e3, "speedup": ref_s / opt_s}
+    if compile_optimized:
+        compiled_s = time_training_steps(lambda optimized: build(optimized, compiled=True), sample,
+                                         device, True, batch_size, runs, warmup)
+        row.update(compiled_ms=compiled_s * 1e3, compiled_speedup=ref_s / compiled_s)
+    return row
