@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the main job on the embedded synthetic data (night2day_inference)
 	$(PY) -m nightseg.run strategy=night2day_inference
 
+# Two workers, a test file each at a time (module fixtures are built once); see tests/conftest.py.
+XDIST := -n 2 --dist loadfile
+
 test: $(STAMP)  ## the whole test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-fast: $(STAMP)  ## unit tests only: no Trainer, job or other process (tests marked slow or distributed)
 	$(PY) -m pytest -q -m "not slow and not distributed"

@@ -23,6 +23,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+# make test runs the suite on two pytest-xdist workers (one per core of the development machine).
+# Each worker then computes on one thread, and so do the processes its tests start: two workers
+# of two threads each on two cores would make every parallel region wait for a descheduled thread.
+if os.environ.get("PYTEST_XDIST_WORKER") and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def compose_cfg(overrides: list[str] | None = None):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

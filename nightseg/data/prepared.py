@@ -25,6 +25,7 @@ the pages are shared by every loader worker and every process of a node through 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Sequence
@@ -111,9 +112,12 @@ class PreparedArrays:
 
 
 class PreparedWriter:
-    """Writes a prepared set sample by sample into ``path`` (a new directory), with plain file
-    writes: a full disk raises OSError (ENOSPC) at the write that does not fit, where writing
-    through a memory map would end the process with SIGBUS instead."""
+    """Writes a prepared set into ``path`` (a new directory): the array files are created at their
+    full size first (``posix_fallocate``: a disk without room fails there, before any decoding),
+    then each row is written at its own offset with ``os.pwrite``, from whichever process decoded
+    it (the writer pickles without its open files; each process opens them itself). Plain writes,
+    not a memory map: a full disk raises OSError (ENOSPC) where a map would end the process with
+    SIGBUS."""
 
     def __init__(self, path: Path, shapes: Sequence[tuple[int, int]], keys: Sequence[str]):
         self.path = path
@@ -124,50 +128,64 @@ class PreparedWriter:
             if len(shapes) else np.zeros((0, 3), dtype=np.int64)
         self.total = int(pixels.sum())
         self.keys = list(keys)
-        self._files = {}
+        self.data_offset: dict[str, int] = {}
         for key in self.keys:
-            f = open(path / _KEY_FILES[key], "wb")  # noqa: SIM115  (closed in close())
             c = ARRAYS[_KEY_FILES[key]]
-            np.lib.format.write_array_header_1_0(
-                f, {"descr": "|u1", "fortran_order": False, "shape": (self.total * c,)})
-            self._files[key] = f
-        self._next = 0
+            with open(path / _KEY_FILES[key], "wb") as f:
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": "|u1", "fortran_order": False, "shape": (self.total * c,)})
+                self.data_offset[key] = f.tell()
+                size = f.tell() + self.total * c
+                try:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                except OSError as e:
+                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # ENOSPC and the like
+                        raise
+                    f.truncate(size)  # a filesystem without fallocate: ENOSPC comes at a write
+        self._fds: dict[str, int] | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fds"] = None
+        return state
 
     @staticmethod
     def nbytes(shapes: Sequence[tuple[int, int]], keys: Sequence[str]) -> int:
         pixels = sum(h * w for h, w in shapes)
         return pixels * sum(ARRAYS[_KEY_FILES[k]] for k in keys)
 
-    def write(self, row: int, arrays: dict[str, np.ndarray] | None) -> None:
-        """The next row's arrays (rows come in order); None for a sample that could not be read
-        (its pixels stay zero, and the index says why)."""
-        if row != self._next:
-            raise ValueError(f"rows must come in order: expected {self._next}, got {row}")
+    def write(self, row: int, arrays: dict[str, np.ndarray]) -> None:
+        """Row ``row``'s arrays, in any order and from any process (a row not written, a sample
+        that could not be read, stays zero, and the index says why)."""
+        if self._fds is None:
+            self._fds = {k: os.open(self.path / _KEY_FILES[k], os.O_WRONLY) for k in self.keys}
         start, h, w = (int(v) for v in self.rows[row])
-        for key, f in self._files.items():
+        for key, fd in self._fds.items():
             c = ARRAYS[_KEY_FILES[key]]
-            if arrays is None:
-                f.write(bytes(h * w * c))
-                continue
             a = np.ascontiguousarray(arrays[key], dtype=np.uint8)
             if a.shape[:2] != (h, w):
                 raise ValueError(f"row {row}: {key} is {a.shape[:2]}, expected {(h, w)}")
-            f.write(a.tobytes())
-        self._next += 1
+            data, offset = memoryview(a).cast("B"), self.data_offset[key] + start * c
+            while data:  # pwrite may write less than asked
+                n = os.pwrite(fd, data, offset)
+                data, offset = data[n:], offset + n
 
     def close(self, names: Sequence[str], sources: Sequence[dict], errors: dict[int, str]) -> None:
         """Flush the arrays to disk, then write rows.npy and index.json."""
-        if self._next != len(self.rows):
-            raise ValueError(f"{self._next} of {len(self.rows)} rows written")
-        for f in self._files.values():
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
+        self.abort()
+        for key in self.keys:
+            fd = os.open(self.path / _KEY_FILES[key], os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         np.save(self.path / ROWS, self.rows)
         index = {"format": FORMAT_VERSION, "count": len(names), "names": list(names),
                  "sources": list(sources), "errors": {str(k): v for k, v in sorted(errors.items())}}
         (self.path / INDEX).write_text(json.dumps(index, indent=1) + "\n")
 
     def abort(self) -> None:
-        for f in self._files.values():
-            f.close()
+        """Close this process's files."""
+        for fd in (self._fds or {}).values():
+            os.close(fd)
+        self._fds = None

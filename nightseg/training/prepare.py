@@ -17,7 +17,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
@@ -112,12 +111,16 @@ def decode_workers(n: int) -> int:
 
 
 class _Decode(Dataset):
-    """Sample ``i`` of a set as the evaluation loader reads it before any random transform:
-    (i, arrays, None), or (i, None, the one-line reason) for a file that cannot be read."""
+    """Sample ``i`` of a set decoded, checked and resized as the evaluation loader reads it before
+    any random transform, and written into its row by ``writer`` in the process that decoded it
+    (no pixels travel between processes). Item: (i, None) when written, else (i, the one-line
+    reason the sample could not be read), or (i, OSError arguments) when the write failed."""
 
-    def __init__(self, s: SampleSet, resize, labels: bool, references: bool, valid_max: int | None):
+    def __init__(self, s: SampleSet, resize, labels: bool, references: bool, valid_max: int | None,
+                 shapes: list[tuple[int, int]], writer: PreparedWriter):
         self.s, self.labels, self.references, self.valid_max = s, labels, references, valid_max
         self.transform = build_transform(resize)
+        self.shapes, self.writer = shapes, writer
 
     def __len__(self) -> int:
         return len(self.s)
@@ -133,8 +136,17 @@ class _Decode(Dataset):
             else:
                 arrays = {"image": read_image(x.image)}
         except DataError as e:
-            return i, None, str(e)
-        return i, apply_transform(self.transform, arrays), None
+            return i, str(e)
+        arrays = apply_transform(self.transform, arrays)
+        h, w = arrays["image"].shape[:2]
+        if (h, w) != self.shapes[i]:  # unresized sets: the header said one size, the pixels another
+            sh, sw = self.shapes[i]
+            return i, f"{x.image}: decoded as {w}x{h}, its header says {sw}x{sh}"
+        try:
+            self.writer.write(i, arrays)
+        except OSError as e:  # re-raised whole in the main process (a worker's would lose errno)
+            return i, (e.errno, e.strerror, e.filename)
+        return i, None
 
     def transforms(self) -> list:
         return []  # deterministic: nothing for init_worker to seed
@@ -172,31 +184,27 @@ def build_prepared(s: SampleSet, out: Path, resize, labels: bool, references: bo
                         f"{free / 2**30:.2f} GiB free; free space, point paths.cache_dir at a larger "
                         "disk, or set data.prepared=false")
     valid_max = None if num_classes is None else num_classes - 1
+    writer = PreparedWriter(out, shapes, keys)
     # The loader's own generator: an iterator over it draws a seed, which must not come from the
     # global generator (a stage prepares its sets after seed_everything, before its Trainer).
-    loader = DataLoader(_Decode(s, resize, labels, references, valid_max), batch_size=None,
-                        shuffle=False, num_workers=num_workers, generator=torch.Generator(),
-                        worker_init_fn=init_worker if num_workers else None)
-    writer = PreparedWriter(out, shapes, keys)
+    loader = DataLoader(_Decode(s, resize, labels, references, valid_max, shapes, writer),
+                        batch_size=None, shuffle=False, num_workers=num_workers,
+                        generator=torch.Generator(), worker_init_fn=init_worker if num_workers else None)
     errors: dict[int, str] = {}
     try:
-        for i, arrays, error in loader:
+        for i, error in loader:
+            if isinstance(error, (tuple, list)):  # the loader may hand a tuple over as a list
+                raise OSError(*error)
             if error is not None:
                 if on_error != "skip":
                     raise DataError(error)
                 log.warning("skipped %s", error)
                 errors[i] = error
-            elif arrays["image"].shape[:2] != shapes[i]:
-                # Unresized sets: the header said one size, the decoded image has another.
-                raise DataError(f"{s.samples[i].image}: decoded as {arrays['image'].shape[1]}x"
-                                f"{arrays['image'].shape[0]}, its header says {shapes[i][1]}x{shapes[i][0]}")
-            writer.write(i, None if error is not None else {k: np.asarray(arrays[k]) for k in keys})
         writer.close([x.name for x in s.samples],
                      [{"image": str(x.image), **({"label": str(x.label)} if labels else {}),
                        **({"reference": str(x.reference)} if references else {})}
                       for x in s.samples], errors)
-    except BaseException:
+    finally:
         writer.abort()
-        raise
     log.info("prepared %s: %d samples, %.1f MiB%s", s.name, len(s), need / 2**20,
              f", {len(errors)} unreadable" if errors else "")
