@@ -1,0 +1,116 @@
+"""The CUDA paths a CPU can check: a GPU that torch cannot use stops the job, forking strategies
+read the GPUs without initialising CUDA, resume checkpoints keep each rank's CUDA random state.
+The tests marked ``cuda`` run the same paths for real where a GPU is there (make gpu-check)."""
+
+import stat
+
+import pytest
+import torch
+
+from nightseg.core.errors import ConfigError
+from nightseg.infra import hardware, nvml
+
+H100 = nvml.NvidiaGpus(("NVIDIA H100 80GB HBM3",) * 2, ((9, 0), (9, 0)), (12, 4))
+V100 = nvml.NvidiaGpus(("Tesla V100-SXM2-16GB",), ((7, 0),), (12, 2))
+
+
+@pytest.fixture
+def driver_sees(monkeypatch):
+    """The NVIDIA driver (NVML) sees ``gpus``; each probe is recorded."""
+    calls = []
+
+    def install(gpus):
+        def probe():
+            calls.append(1)
+            return gpus
+        monkeypatch.setattr(hardware.nvml, "probe", probe)
+        return calls
+
+    return install
+
+
+# ---- item 6: a GPU the driver sees but torch does not ------------------------------------------
+def test_auto_accelerator_stops_where_the_driver_sees_a_gpu_torch_cannot_use(monkeypatch, driver_sees):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    calls = driver_sees(H100)
+    with pytest.raises(ConfigError) as e:
+        hardware.resolve_trainer({"accelerator": "auto", "precision": "auto"})
+    msg = str(e.value)
+    assert "\n" not in msg and "2 x NVIDIA H100 80GB HBM3" in msg and "the driver supports CUDA 12.4" in msg
+    assert "--index-url https://download.pytorch.org/whl/cu126" in msg and "trainer.accelerator=cpu" in msg
+    # Insisting on the CPU, or hiding the GPUs on purpose: no stop, and no probe for the first.
+    calls.clear()
+    assert hardware.resolve_trainer({"accelerator": "cpu"}) == {"accelerator": "cpu"}
+    assert not calls
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    hardware.resolve_trainer({"accelerator": "auto"})
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    driver_sees(None)  # no NVIDIA GPU on the node: the CPU, as before
+    hardware.resolve_trainer({"accelerator": "auto"})
+
+
+def test_the_driver_probe_reads_nvidia_smi_where_nvml_is_missing(monkeypatch, tmp_path):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-1234)'\n"
+                   "echo 'GPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-5678)'\n")
+    smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(nvml, "_from_nvml", lambda: None)
+    nvml.probe.cache_clear()
+    try:
+        seen = nvml.probe()
+    finally:
+        nvml.probe.cache_clear()
+    assert seen.names == ("NVIDIA A100-SXM4-80GB",) * 2 and seen.capabilities is None
+    assert seen.source == "nvidia-smi" and seen.describe() == "2 x NVIDIA A100-SXM4-80GB"
+
+
+# ---- item 8: forking strategies ----------------------------------------------------------------
+@pytest.fixture
+def cuda_that_must_not_initialise(monkeypatch):
+    """Two visible CUDA devices whose torch queries (which would initialise CUDA) fail the test."""
+
+    def initialises(*args, **kwargs):
+        raise AssertionError("torch.cuda was asked for device properties: that initialises CUDA")
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", initialises)
+    monkeypatch.setattr(torch.cuda, "get_device_name", initialises)
+
+
+@pytest.mark.parametrize("strategy", ["ddp_fork", "ddp_notebook", "ddp_fork_find_unused_parameters_true"])
+def test_forking_strategies_read_the_gpus_without_initialising_cuda(cuda_that_must_not_initialise,
+                                                                     driver_sees, strategy):
+    trainer = {"accelerator": "auto", "devices": 2, "strategy": strategy, "precision": "auto"}
+    driver_sees(H100)
+    assert hardware.resolve_trainer(trainer)["precision"] == "bf16-mixed"
+    assert hardware.device_summary("auto") == "cuda: NVIDIA H100 80GB HBM3, NVIDIA H100 80GB HBM3"
+    driver_sees(V100)
+    assert hardware.resolve_trainer(trainer)["precision"] == "16-mixed"
+    assert hardware.resolve_trainer({**trainer, "precision": "bf16-mixed"})["precision"] == "16-mixed"
+    driver_sees(None)  # no NVML: fp16 autocast, which every GPU runs
+    assert hardware.resolve_trainer(trainer)["precision"] == "16-mixed"
+    assert not torch.cuda.is_initialized()
+
+
+def test_other_strategies_ask_torch(cuda_that_must_not_initialise, driver_sees):
+    driver_sees(H100)
+    with pytest.raises(AssertionError, match="initialises CUDA"):
+        hardware.resolve_trainer({"accelerator": "auto", "devices": 2, "strategy": "ddp",
+                                  "precision": "auto"})
+
+
+def test_forks():
+    assert hardware.forks("ddp_fork") and hardware.forks("ddp_notebook_find_unused_parameters_false")
+    assert not any(map(hardware.forks, ("ddp", "ddp_spawn", "auto", None)))
+
+
+def test_deterministic_true_on_cuda_names_every_kernel_without_a_deterministic_backward():
+    with pytest.raises(ConfigError) as e:
+        hardware.check_deterministic(True, cuda=True)
+    for kernel in ("bilinear upsampling", "adaptive average pooling", "reflection_pad2d", "NLLLoss",
+                   "trainer.deterministic=warn"):
+        assert kernel in str(e.value)
