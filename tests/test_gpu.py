@@ -3,6 +3,7 @@ read the GPUs without initialising CUDA, resume checkpoints keep each rank's CUD
 The tests marked ``cuda`` run the same paths for real where a GPU is there (make gpu-check)."""
 
 import stat
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -114,3 +115,66 @@ def test_deterministic_true_on_cuda_names_every_kernel_without_a_deterministic_b
     for kernel in ("bilinear upsampling", "adaptive average pooling", "reflection_pad2d", "NLLLoss",
                    "trainer.deterministic=warn"):
         assert kernel in str(e.value)
+
+
+# ---- item 10: CUDA random states in resume checkpoints, a CUDA seed per rank -------------------
+def _trainer(device: str, rank: int = 0):
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), global_rank=rank)
+
+
+def test_resume_checkpoints_keep_every_ranks_cuda_generators(monkeypatch):
+    from nightseg.training.resume import KEY, ResumeState
+
+    states = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3, 4], dtype=torch.uint8)]
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    checkpoint = {}
+    ResumeState().on_save_checkpoint(_trainer("cuda:0"), SimpleNamespace(), checkpoint)
+    assert [[s.tolist() for s in rank] for rank in checkpoint[KEY]["cuda"]] == [[[1, 2], [3, 4]]]
+
+    # Two ranks' states saved; rank 1 gets its own back, on each of its devices.
+    other = [torch.tensor([5, 6], dtype=torch.uint8), torch.tensor([7, 8], dtype=torch.uint8)]
+    checkpoint[KEY]["cuda"] = [states, other]
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, device: restored.update({device: s.tolist()}))
+    ResumeState().on_load_checkpoint(_trainer("cuda:1", rank=1), SimpleNamespace(), checkpoint)
+    assert restored == {0: [5, 6], 1: [7, 8]}
+
+
+def test_cpu_stages_leave_cuda_alone(monkeypatch):
+    from nightseg.training.resume import KEY, ResumeState
+
+    def touches(*args, **kwargs):
+        raise AssertionError("a CPU stage asked torch.cuda for its generators")
+
+    for name in ("get_rng_state_all", "set_rng_state", "manual_seed_all"):
+        monkeypatch.setattr(torch.cuda, name, touches)
+    callback, checkpoint = ResumeState(), {}
+    callback.setup(_trainer("cpu", rank=1), SimpleNamespace(), "fit")
+    callback.on_save_checkpoint(_trainer("cpu"), SimpleNamespace(), checkpoint)
+    assert checkpoint[KEY]["cuda"] is None
+    callback.on_load_checkpoint(_trainer("cpu"), SimpleNamespace(), checkpoint)
+
+
+def test_each_rank_seeds_its_cuda_generators_apart(monkeypatch):
+    from nightseg.training.resume import ResumeState
+
+    seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeds.append)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    for rank in range(3):
+        ResumeState().setup(_trainer(f"cuda:{rank}", rank), SimpleNamespace(), "fit")
+    assert seeds == [8, 9]  # rank zero keeps seed_everything's 7: one-GPU runs draw as before
+
+
+@pytest.mark.cuda
+def test_a_resumed_stage_draws_the_same_dropout_masks_on_cuda():
+    """For real on a GPU: the saved states give back the very masks the run would have drawn."""
+    from nightseg.training.resume import ResumeState
+
+    checkpoint, trainer = {}, _trainer("cuda:0")
+    ResumeState().on_save_checkpoint(trainer, SimpleNamespace(), checkpoint)
+    x = torch.ones(1 << 16, device="cuda")
+    expected = torch.nn.functional.dropout(x, 0.5)
+    ResumeState().on_load_checkpoint(trainer, SimpleNamespace(), checkpoint)
+    assert torch.equal(torch.nn.functional.dropout(x, 0.5), expected)
