@@ -178,3 +178,48 @@ def test_a_resumed_stage_draws_the_same_dropout_masks_on_cuda():
     expected = torch.nn.functional.dropout(x, 0.5)
     ResumeState().on_load_checkpoint(trainer, SimpleNamespace(), checkpoint)
     assert torch.equal(torch.nn.functional.dropout(x, 0.5), expected)
+
+
+# ---- item 11: hydra/launcher=gpus, one sweep job per GPU ---------------------------------------
+def test_the_gpus_launcher_composes_with_one_worker_per_visible_gpu(monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from nightseg.infra import gpu_slots  # registers the launcher's resolver, as nightseg.run does
+    from tests.conftest import CONF_DIR
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=gpus", "strategy=augment"],
+                      return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher["_target_"].endswith("JoblibLauncher") and launcher["backend"] == "loky"
+    assert launcher["n_jobs"] == 3
+    assert cfg.hydra.runtime.choices["hydra/launcher"] == gpu_slots.LAUNCHER
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert gpu_slots._gpu_count() == 1  # no GPU: one job at a time, on the CPU
+
+
+def test_each_worker_of_the_gpus_launcher_claims_a_gpu_of_its_own(monkeypatch, tmp_path):
+    from nightseg.infra import gpu_slots
+
+    held = []  # the workers' locks stay held while the "workers" live
+
+    def new_worker(visible="0,1"):
+        monkeypatch.setattr(gpu_slots, "_held", None)
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        gpu = gpu_slots.one_gpu_per_job("gpus", 1, tmp_path)
+        held.append(gpu_slots._held)
+        return gpu
+
+    assert gpu_slots.one_gpu_per_job("joblib", 4, tmp_path) is None  # other launchers: untouched
+    assert new_worker() == "0"
+    assert gpu_slots.os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    assert gpu_slots.one_gpu_per_job("gpus", 1, tmp_path) == "0"  # the same worker's next job
+    assert new_worker() == "1"
+    with pytest.raises(ConfigError, match="hydra.launcher.n_jobs to at most 2"):
+        new_worker()
+    held[0][1].release()  # a worker ended: its GPU is free again
+    assert new_worker() == "0"
+    with pytest.raises(ConfigError, match="trainer.devices=2"):
+        gpu_slots.one_gpu_per_job("gpus", 2, tmp_path)
