@@ -223,3 +223,63 @@ def test_each_worker_of_the_gpus_launcher_claims_a_gpu_of_its_own(monkeypatch, t
     assert new_worker() == "0"
     with pytest.raises(ConfigError, match="trainer.devices=2"):
         gpu_slots.one_gpu_per_job("gpus", 2, tmp_path)
+
+
+def test_a_forking_stage_after_the_process_used_cuda_stops_with_the_fix(monkeypatch):
+    """ddp_fork: generating night images (augment) uses the GPU in this process, after which
+    Lightning cannot fork the segmenter's workers; the stage stops with one line naming the fix."""
+    from nightseg.infra.distributed import World
+    from nightseg.infra.trainer import make_trainer
+
+    job = SimpleNamespace(world=World(size=2, ddp="ddp_fork", spawns=True),
+                          trainer_args=lambda: {"strategy": "ddp_fork", "devices": 2})
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(ConfigError, match="trainer.strategy=ddp_fork cannot fork the segmenter"):
+        make_trainer(job, "segmenter")
+
+
+# ---- for real, where a GPU is there (make gpu-check) -------------------------------------------
+@pytest.mark.cuda
+def test_nvml_sees_the_gpus_torch_sees():
+    nvml.probe.cache_clear()
+    seen = nvml.probe()
+    assert seen is not None and seen.source == "NVML"
+    caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+    assert caps <= set(seen.capabilities)
+    assert seen.driver_cuda is not None and seen.driver_cuda >= (int(torch.version.cuda.split(".")[0]), 0)
+    hardware.check_gpu_visible("auto")  # torch sees them: no stop
+
+
+@pytest.mark.cuda
+def test_resolving_a_forking_strategy_leaves_cuda_uninitialised():
+    """In a fresh process (this one may have used CUDA already), as ddp_fork needs it."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from nightseg.infra import hardware; "
+            "out = hardware.resolve_trainer({'accelerator': 'auto', 'strategy': 'ddp_fork', "
+            "'devices': 1, 'precision': 'auto'}); print(out['precision'], torch.cuda.is_initialized())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    precision, initialised = out.stdout.split()
+    assert initialised == "False"
+    assert precision == hardware.auto_precision(cuda=True)[0]
+
+
+@pytest.mark.cuda
+def test_the_confusion_matrix_on_cuda_under_deterministic_algorithms():
+    from nightseg.core.metrics import ConfusionMatrix
+
+    g = torch.Generator().manual_seed(0)
+    target, pred = (torch.randint(0, 19, (2, 64, 96), generator=g) for _ in range(2))
+    target[:, :8] = 255
+    cpu = ConfusionMatrix(19, ignore_index=255)
+    cpu.update(pred, target)
+    was = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)  # not warn_only: an op without a deterministic kernel raises
+    try:
+        gpu = ConfusionMatrix(19, ignore_index=255).cuda()
+        gpu.update(pred.cuda(), target.cuda())
+        assert torch.equal(gpu.compute().cpu(), cpu.compute())
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
