@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run test test-fast lint clean
+.PHONY: help install run test test-fast gpu-check lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: $(STAMP)  ## the whole test suite
 
 test-fast: $(STAMP)  ## unit tests only: no Trainer, job or other process (tests marked slow or distributed)
 	$(PY) -m pytest -q -m "not slow and not distributed"
+
+gpu-check: $(STAMP)  ## on a GPU (<= 8 min): cuda tests, a smoke run per strategy, bench, loader, scores vs CPU; says so where there is none
+	$(PY) -m nightseg.gpu_check
 
 lint: $(STAMP)  ## ruff
 	$(VENV)/bin/ruff check nightseg tests

@@ -25,7 +25,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from nightseg.core.cli import errors_as_one_line
 from nightseg.core.errors import ConfigError
 from nightseg.inference.results import print_table
-from nightseg.infra import distributed, preemption
+from nightseg.infra import distributed, gpu_slots, preemption
 from nightseg.infra.cache import stage_cache
 from nightseg.infra.hardware import resolve_trainer
 from nightseg.infra.job import Job
@@ -68,6 +68,9 @@ def run(cfg: DictConfig, run_dir: str | os.PathLike | None = None) -> dict:
     if cfg.strategy.name not in STRATEGIES:
         raise ConfigError(f"strategy.name={cfg.strategy.name} is not a strategy; use one of "
                           f"{sorted(STRATEGIES)}")
+    if HydraConfig.initialized():  # hydra/launcher=gpus: this job's own GPU, before CUDA starts
+        gpu_slots.one_gpu_per_job(HydraConfig.get().runtime.choices.get("hydra/launcher"),
+                                  cfg.trainer.devices)
     torch.set_float32_matmul_precision("high")
     trainer_kwargs = resolve_trainer(OmegaConf.to_container(cfg.trainer, resolve=True))
     # Several processes (torchrun, srun, trainer.devices=N) meet here, before any stage.

@@ -94,3 +94,14 @@ def cpu_trainer(**kw) -> pl.Trainer:
 def read_metrics(run_dir: Path) -> dict:
     """A run directory's metrics.json."""
     return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a GPU: skipped with the reason where torch sees none (they run
+    under make gpu-check)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (make gpu-check runs the tests marked cuda)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

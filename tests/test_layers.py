@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nightseg"
 
 # The thin command modules behind python -m nightseg.*.
 COMMANDS = {"nightseg.run", "nightseg.evaluate", "nightseg.predict", "nightseg.export", "nightseg.bench",
-            "nightseg.report", "nightseg.faults", "nightseg.data.inspect_dataset",
+            "nightseg.report", "nightseg.faults", "nightseg.gpu_check", "nightseg.data.inspect_dataset",
             "nightseg.data.synthetic.__main__"}
 # Layers from the top: a module may import its own layer's modules and those of any layer below.
 LAYERS = [

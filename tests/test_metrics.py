@@ -76,3 +76,39 @@ def test_ordered_metrics_do_not_depend_on_the_order_of_updates():
                 m.update(p, t, index)
         results.append([m.compute().item() for m in ours])
     assert results[0] == results[1] == results[2]
+
+
+def test_confusion_matrix_never_takes_the_dense_deterministic_fallback(monkeypatch):
+    """Under deterministic algorithms (trainer.deterministic=warn) torchmetrics' _bincount compares
+    every pixel with all C**2 bins (about 6 GB for 16 images of 270x480, 19 classes); nightseg's
+    ConfusionMatrix counts with torch.bincount instead and gets torchmetrics' matrix exactly."""
+    import importlib
+
+    from nightseg.core.metrics import ConfusionMatrix
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 19, (3, 20, 24), generator=g)
+    target[:, :4] = 255
+    preds = [torch.randint(0, 19, (3, 20, 24), generator=g) for _ in range(2)]
+    reference = MulticlassConfusionMatrix(19, ignore_index=255)
+    for p in preds:
+        reference.update(p, target)
+
+    dense = []
+    tm_cm = importlib.import_module("torchmetrics.functional.classification.confusion_matrix")
+    real = tm_cm._bincount
+    monkeypatch.setattr(tm_cm, "_bincount",
+                        lambda x, minlength=None: dense.append(x.numel()) or real(x, minlength))
+    was = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        ours = ConfusionMatrix(19, ignore_index=255, validate_args=False)
+        for p in preds:
+            ours.update(p, target)
+        assert not dense, "torchmetrics' _bincount (dense under deterministic algorithms) was used"
+        assert torch.equal(ours.compute(), reference.compute())
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+    with pytest.raises(ValueError, match="not a class index below 19"):
+        ours.update(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 19))  # a label 19 of 0..18

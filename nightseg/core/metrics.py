@@ -1,7 +1,8 @@
 """Segmentation scores as the paper reports them, from a torchmetrics confusion matrix.
 
 torchmetrics accumulates the confusion matrix (ignoring label 255, synchronised across DDP
-processes); the scores follow the Cityscapes convention: a class that neither occurs in the ground
+processes; counted by :class:`ConfusionMatrix`, never by torchmetrics' dense deterministic-mode
+path); the scores follow the Cityscapes convention: a class that neither occurs in the ground
 truth nor is predicted has no IoU (NaN, reported as null) and is left out of the mean, and mean
 class accuracy averages over the classes present in the ground truth. Values are in percent.
 """
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
+from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.utilities import dim_zero_cat
 
@@ -20,6 +22,33 @@ def nan_to_none(x: float) -> float | None:
     """JSON has no NaN: classes absent from a test set are reported as null."""
     return None if x != x else float(x)
 
+
+class ConfusionMatrix(MulticlassConfusionMatrix):
+    """torchmetrics' multiclass confusion matrix (states, DDP reduction, ``compute``), counted with
+    ``torch.bincount`` whatever ``torch.use_deterministic_algorithms`` says.
+
+    Under deterministic algorithms (``trainer.deterministic=warn``, recommended on CUDA)
+    torchmetrics' ``_bincount`` replaces bincount by comparing every pixel with every one of the
+    C**2 bins: an int64 tensor of N x C**2, about 6 GB for 16 images of 270x480 with 19 classes.
+    Counting integers gives the same result in any order, and torch's bincount without weights is
+    not among the operations deterministic mode refuses or warns about, so it is used here always.
+    Ignored pixels go to a bin of their own before the matrix's (no boolean indexing, which would
+    wait for the GPU). As in torchmetrics without ``validate_args``, predictions are trusted to be
+    class indices below ``num_classes`` (argmax or a class LUT); a value past the matrix's end
+    raises.
+    """
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        n = self.num_classes
+        target = target.flatten().long()
+        bins = 1 + target * n + preds.flatten().long()  # bin 0: ignored pixels
+        if self.ignore_index is not None:
+            bins = torch.where(target == self.ignore_index, 0, bins)
+        counts = torch.bincount(bins, minlength=n * n + 1)
+        if counts.numel() != n * n + 1:  # its shape: no further wait for the GPU
+            raise ValueError(f"ConfusionMatrix({n}): a prediction or label is not a class index "
+                             f"below {n} (nor ignore_index={self.ignore_index})")
+        self.confmat += counts[1:].reshape(n, n)
 
 
 def scores_from_confusion(cm: torch.Tensor, class_names: Sequence[str]) -> dict:
@@ -129,12 +158,11 @@ class SetScores:
     def __init__(self, sample_set, num_classes: int, class_names: Sequence[str], ignore_index: int,
                  device: torch.device | str = "cpu", gated: bool = False):
         from torchmetrics.aggregation import SumMetric
-        from torchmetrics.classification import MulticlassConfusionMatrix
 
         self.set = sample_set
         self.class_names = list(sample_set.eval_classes or class_names)
         n = len(sample_set.eval_classes) if sample_set.eval_classes else num_classes
-        metrics = {"cm": MulticlassConfusionMatrix(n, ignore_index=ignore_index, validate_args=False)}
+        metrics = {"cm": ConfusionMatrix(n, ignore_index=ignore_index, validate_args=False)}
         if sample_set.has_reference:  # raw inputs give the untranslated baseline
             # Means over images, equal on any number of processes (see _InIndexOrder).
             metrics["psnr"] = OrderedPSNR(data_range=1.0)

@@ -161,6 +161,19 @@ def barrier() -> None:
         dist.barrier()
 
 
+def seed_cuda_per_rank(global_rank: int) -> None:
+    """CUDA generators of this rank's own: the stage's seed (``pl.seed_everything``, the same on
+    every rank) plus the rank. Without it every rank's dropout masks on the GPU were the same.
+    Rank zero keeps the seed itself, so one-GPU runs draw as before. Lazy where CUDA is not
+    initialised yet (torch queues the call), so forking strategies can still fork."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    if seed is None or global_rank == 0:
+        return
+    import torch
+
+    torch.cuda.manual_seed_all(int(seed) + global_rank)
+
+
 def gan_strategy(strategy: Any, world: World) -> Any:
     """The Trainer strategy for a GAN stage: DDP with unused-parameter detection, whatever way DDP
     was chosen (strategy auto with several devices or nodes, ddp, ddp_spawn, ddp_fork). Each

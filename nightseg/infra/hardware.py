@@ -8,7 +8,12 @@ runs slower than plain fp32 eager NCHW (README: Speed):
   fp32), read from the instruction sets torch reports and the limits a user set on torch and oneDNN
   (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``: an AVX-512 machine held to AVX2 is an AVX2
   machine for every choice here);
-- the GPU's compute capability (bf16 is native from 8.0, Ampere).
+- the GPU's compute capability (bf16 is native from 8.0, Ampere), read from torch, or from NVML
+  (nightseg.infra.nvml) before a ``ddp_fork``/``ddp_notebook`` Trainer forks: torch's query
+  initialises CUDA, after which Lightning cannot fork.
+
+``trainer.accelerator=auto`` on a node whose driver sees a GPU that torch cannot use stops the job
+(:func:`check_gpu_visible`) instead of training on the CPU.
 
 No GPU and only one CPU class are at hand where nightseg is developed, so each choice is tested
 with faked capabilities (tests/test_hardware.py) and, for AVX2, by holding the real CPU to AVX2.
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 
 from nightseg.core.errors import ConfigError
+from nightseg.infra import nvml
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +118,7 @@ def cpu_model() -> str:
 def device_summary(accelerator: Any = "auto") -> str:
     """One line for metrics.json and the bench: the GPUs, or the CPU's model and class."""
     if uses_cuda(accelerator):
-        return "cuda: " + ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return "cuda: " + ", ".join(gpu_names(init_cuda=torch.cuda.is_initialized()))
     return f"cpu: {cpu_model()}, {cpu_class().describe()}, {torch.get_num_threads()} threads"
 
 
@@ -138,25 +144,52 @@ def uses_cuda(accelerator: Any) -> bool:
     return accelerator == "auto" and torch.cuda.is_available()
 
 
-def native_bf16() -> bool:
-    """bf16 in hardware on every visible GPU: compute capability 8.0 (Ampere) or newer, or ROCm.
+# ---- the GPUs ----------------------------------------------------------------------------------
+def gpu_names(init_cuda: bool = True) -> list[str]:
+    """The GPUs' names: torch's (which initialises CUDA), or without ``init_cuda`` NVML's (every
+    GPU of the node)."""
+    if init_cuda:
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    seen = nvml.probe()
+    return list(seen.names) if seen is not None else [f"{torch.cuda.device_count()} CUDA devices"]
+
+
+def gpu_capabilities(init_cuda: bool = True) -> list[tuple[int, int]] | None:
+    """The visible GPUs' compute capabilities from torch (which initialises CUDA), or without
+    ``init_cuda`` from NVML, which does not: every GPU of the node, so on a node that mixes GPU
+    generations the oldest decides. None where NVML cannot tell."""
+    if init_cuda:
+        return [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())]
+    seen = nvml.probe()
+    return list(seen.capabilities) if seen is not None and seen.capabilities else None
+
+
+def native_bf16(init_cuda: bool = True) -> bool | None:
+    """bf16 in hardware on every visible GPU: compute capability 8.0 (Ampere) or newer, or ROCm;
+    None where the capability is unknown (no NVML, and CUDA must not be initialised).
 
     ``torch.cuda.is_bf16_supported()`` also answers True on older GPUs (V100 7.0, T4 7.5), where
     bf16 is emulated through fp32 and runs slower than fp16 autocast.
     """
     if torch.version.hip:
         return True
-    return all(torch.cuda.get_device_capability(i) >= (8, 0) for i in range(torch.cuda.device_count()))
+    caps = gpu_capabilities(init_cuda)
+    return None if caps is None else all(c >= (8, 0) for c in caps)
 
 
-def auto_precision(cuda: bool) -> tuple[str, str]:
+def auto_precision(cuda: bool, init_cuda: bool = True) -> tuple[str, str]:
     """(Lightning precision, why) for ``trainer.precision=auto``: bf16 autocast where the hardware
     computes in bf16 natively (Ampere+ GPUs; AVX-512 bf16 and AMX CPUs), fp16 autocast on older
-    GPUs, fp32 on every other CPU (AVX2: emulated bf16 is ~10x slower than fp32)."""
+    GPUs (and where a forking strategy leaves the capability unknown: fp16 runs on every GPU),
+    fp32 on every other CPU (AVX2: emulated bf16 is ~10x slower than fp32)."""
     if cuda:
-        names = ", ".join(sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}))
-        if native_bf16():
+        names = ", ".join(sorted(set(gpu_names(init_cuda))))
+        native = native_bf16(init_cuda)
+        if native:
             return "bf16-mixed", f"{names}: native bf16"
+        if native is None:
+            return "16-mixed", (f"{names}: compute capability unknown without NVML before a forking "
+                                "strategy (trainer.precision=bf16-mixed on Ampere or newer)")
         return "16-mixed", f"{names}: no native bf16 (compute capability < 8.0)"
     cpu = cpu_class()
     return ("bf16-mixed" if cpu.native_bf16 else "32-true"), cpu.describe()
@@ -171,12 +204,12 @@ def auto_autocast_dtype(cuda: bool) -> torch.dtype | None:
     return AUTOCAST_DTYPE[auto_precision(cuda)[0]]
 
 
-def choose_precision(precision: Any, cuda: bool) -> Any:
+def choose_precision(precision: Any, cuda: bool, init_cuda: bool = True) -> Any:
     """``trainer.precision`` for this device: ``auto`` resolved (:func:`auto_precision`), bf16
     autocast replaced by fp16 autocast on GPUs without bf16; an explicit bf16 on a CPU without it
-    is kept, with one warning."""
+    is kept, with one warning. Without ``init_cuda`` the GPUs are read through NVML."""
     if str(precision) == AUTO:
-        chosen, why = auto_precision(cuda)
+        chosen, why = auto_precision(cuda, init_cuda)
         _once(logging.INFO, "trainer.precision=auto: %s (%s)", chosen, why)
         return chosen
     if not cuda and str(precision) in BF16_ANY:
@@ -186,8 +219,8 @@ def choose_precision(precision: Any, cuda: bool) -> Any:
                   "slower than fp32; trainer.precision=auto (or 32-true) trains in fp32",
                   precision, cpu.describe())
         return precision
-    if cuda and str(precision) in BF16_MIXED and not native_bf16():
-        names = ", ".join(sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}))
+    if cuda and str(precision) in BF16_MIXED and native_bf16(init_cuda) is False:
+        names = ", ".join(sorted(set(gpu_names(init_cuda))))
         log.warning("trainer.precision=%s: %s has no native bf16 (compute capability < 8.0), so "
                     "training uses 16-mixed instead (set trainer.precision=32-true for fp32)",
                     precision, names)
@@ -233,12 +266,14 @@ def loader_workers(num_workers: Any, cuda: bool, processes_per_node: int = 1) ->
 
 
 def check_deterministic(deterministic: Any, cuda: bool) -> None:
-    """``trainer.deterministic=true`` stops at ERF-PSPNet's first backward pass on CUDA."""
+    """``trainer.deterministic=true`` stops at the first backward pass on CUDA."""
     if cuda and deterministic is True:
         raise ConfigError(
-            "trainer.deterministic=true cannot train on CUDA: bilinear upsampling and adaptive "
-            "average pooling have no deterministic CUDA backward kernels; use "
-            "trainer.deterministic=warn (deterministic where possible, warns for those two)")
+            "trainer.deterministic=true cannot train on CUDA: the backward passes of bilinear "
+            "upsampling and adaptive average pooling (ERF-PSPNet) and of reflection_pad2d (the "
+            "CycleGAN generators), and NLLLoss (the segmenter's cross-entropy), have no "
+            "deterministic CUDA kernels; use trainer.deterministic=warn (deterministic where "
+            "possible, a warning for each of those)")
 
 
 def cudnn_benchmark(benchmark: Any, deterministic: Any, cuda: bool) -> Any:
@@ -250,12 +285,63 @@ def cudnn_benchmark(benchmark: Any, deterministic: Any, cuda: bool) -> Any:
     return not deterministic
 
 
+# torch's answers to "no CUDA device wanted" in CUDA_VISIBLE_DEVICES.
+_NO_DEVICES = ("", "-1", "none", "void", "nodevfiles")
+# The wheel index of torch's CUDA 12 builds (pytorch.org's installation page lists the indexes).
+CUDA12_WHEELS = "https://download.pytorch.org/whl/cu126"
+
+
+def check_gpu_visible(accelerator: Any) -> None:
+    """``trainer.accelerator=auto`` where torch sees no GPU but the NVIDIA driver does (NVML or
+    nvidia-smi): stop, instead of training on the CPU about 100x slower. The usual cause is a
+    driver older than the CUDA the torch wheel was built for (the default wheel of torch 2.14 is
+    built for CUDA 13.0), or a CPU-only wheel. A job that hides the GPUs on purpose
+    (CUDA_VISIBLE_DEVICES="") or asks for the CPU (``trainer.accelerator=cpu``) is not stopped.
+    Called when a job resolves its Trainer arguments, never at import."""
+    if accelerator != AUTO or torch.cuda.is_available():
+        return
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "x").strip().lower() in _NO_DEVICES:
+        return
+    seen = nvml.probe()
+    if seen is None:
+        return
+    built = torch.version.cuda
+    if built is None:
+        why = "this torch wheel has no CUDA"
+    elif seen.driver_cuda is not None:
+        why = (f"this torch was built for CUDA {built}, the driver supports CUDA "
+               f"{seen.driver_cuda[0]}.{seen.driver_cuda[1]}")
+    else:
+        why = f"this torch was built for CUDA {built} and cannot initialise it with this driver"
+    version = torch.__version__.split("+")[0]
+    raise ConfigError(
+        f"trainer.accelerator=auto: {seen.source} sees {seen.describe()} but torch "
+        f"{torch.__version__} cannot use it ({why}), so the job would train on the CPU; install a "
+        f"torch wheel for the driver's CUDA (CUDA 12: pip install torch=={version} torchvision "
+        f"--index-url {CUDA12_WHEELS}) or update the NVIDIA driver, or set "
+        "trainer.accelerator=cpu to train on the CPU")
+
+
+# Lightning strategies that fork this process for their workers: CUDA must not be initialised
+# before them (Lightning refuses to fork after it).
+FORK_STRATEGIES = ("ddp_fork", "ddp_notebook")
+
+
+def forks(strategy: Any) -> bool:
+    """Whether ``trainer.strategy`` forks this process (``ddp_fork``, ``ddp_notebook``, also
+    with ``_find_unused_parameters_true``/``_false``)."""
+    return isinstance(strategy, str) and strategy.startswith(FORK_STRATEGIES)
+
+
 def resolve_trainer(trainer: dict[str, Any]) -> dict[str, Any]:
-    """The Trainer arguments every stage uses, after the device-dependent choices above."""
+    """The Trainer arguments every stage uses, after the device-dependent choices above. Where
+    the strategy forks, nothing here initialises CUDA (the GPUs are read through NVML)."""
     out = dict(trainer)
+    check_gpu_visible(out.get("accelerator", "auto"))
     cuda = uses_cuda(out.get("accelerator", "auto"))
+    init_cuda = torch.cuda.is_initialized() or not forks(out.get("strategy"))
     if "precision" in out:
-        out["precision"] = choose_precision(out["precision"], cuda)
+        out["precision"] = choose_precision(out["precision"], cuda, init_cuda)
     check_deterministic(out.get("deterministic"), cuda)
     if out.get("benchmark") is not None or cuda:
         out["benchmark"] = cudnn_benchmark(out.get("benchmark"), out.get("deterministic"), cuda)

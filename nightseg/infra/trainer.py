@@ -9,8 +9,10 @@ import warnings
 from collections.abc import Sequence
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
+from nightseg.core.errors import ConfigError
 from nightseg.infra import distributed, preemption
 from nightseg.infra.job import Job
 
@@ -62,6 +64,14 @@ def make_trainer(job: Job, stage: str, max_epochs: int | None = None,
                  callbacks: Sequence[pl.Callback] = (), **overrides) -> pl.Trainer:
     """A Trainer from ``cfg.trainer`` with a rich progress bar and the stage's logger."""
     quiet_lightning()
+    if stage in TRAINING_STAGES and job.world.spawns and job.world.ddp == "ddp_fork" \
+            and torch.cuda.is_initialized():
+        # Lightning would stop with a RuntimeError of its own: a process that used CUDA cannot fork.
+        raise ConfigError(
+            f"trainer.strategy={job.trainer_args().get('strategy')} cannot fork the {stage} stage's "
+            "workers: this process already used the GPU (generating night images or evaluating); "
+            "use trainer.strategy=ddp (or ddp_spawn), or run the same command again, which takes "
+            "the finished stages from the cache and forks before using the GPU")
     kwargs = job.trainer_args()
     kwargs.update(overrides)
     if stage in GAN_STAGES:
