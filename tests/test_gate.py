@@ -147,6 +147,8 @@ def test_under_ddp_only_rank_zero_decodes_and_fits_the_gate(tmp_path, monkeypatc
     monkeypatch.setattr(stages.distributed, "is_rank_zero", lambda: False)
     monkeypatch.setattr(stages, "SegmentationDataset", no_decoding)
     monkeypatch.setattr(stages, "gate_spec", lambda job: {})
+    # Obtaining the prepared sets is a collective every rank joins; its own tests are elsewhere.
+    monkeypatch.setattr(stages, "prepare_sets", lambda job, sets, **kw: list(sets))
     cfg = compose_cfg(["experiment=smoke", "logger=csv", f"paths.cache_dir={tmp_path}/c"])
     catalog = SimpleNamespace(translate_day=None, translate_night=None)
     job = Job(cfg=cfg, run_dir=tmp_path, tracker=None, catalog=catalog,
