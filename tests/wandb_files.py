@@ -81,11 +81,30 @@ class OfflineRun:
         return {k for row in self.history for k in row}
 
 
+def _finished_records(path: Path, timeout_s: float = 60.0) -> list:
+    """The run file's records once it holds the exit record. wandb's service process writes the
+    file on its own time: right after ``run.finish()`` returns, on a busy machine (two test
+    workers on two cores), the file may not be whole yet."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = list(records(path))
+        except Exception:  # noqa: BLE001  (a record half-written yet)
+            if time.monotonic() > deadline:
+                raise
+            found = []
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def read_run(run_dir: str | Path) -> OfflineRun:
     run_dir = Path(run_dir)
     (path,) = run_dir.glob("run-*.wandb")
     run = OfflineRun(run_dir)
-    for record in records(path):
+    for record in _finished_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             r = record.run
