@@ -18,16 +18,14 @@ at the image's own size; each file and the zip are written atomically.
 from __future__ import annotations
 
 import zipfile
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image
 
 from nightseg.core.errors import ConfigError
-from nightseg.core.files import atomic_path
+from nightseg.core.files import PngPool, atomic_path
 from nightseg.data.catalog import CITYSCAPES_CLASSES
 from nightseg.data.cityscapes import LABEL_ID_TO_TRAIN_ID
 from nightseg.inference.frames import Frame, Item
@@ -89,11 +87,6 @@ def check_classes(fmt: str, names: Sequence[str]) -> None:
                           "Cityscapes classes the benchmark scores; name a 19-class segmenter")
 
 
-def _save(img: Image.Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG", compress_level=6)
-
-
 class SubmissionWriter:
     """Writes each frame's submission files below ``out_dir``; :meth:`close` waits for them,
     :meth:`package` packs them into ``<out_dir>/<format>_submission.zip``."""
@@ -111,13 +104,10 @@ class SubmissionWriter:
             self.folders += ["labelTrainIds_invalid", "confidence"]
         self.needs_confidence = fmt == "dark_zurich"
         self.names: list[str] = []
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="png")
-        self.pending: deque[Future] = deque()
+        self.pngs = PngPool(threads, self.MAX_PENDING)
 
     def _submit(self, img: Image.Image, folder: str, name: str) -> None:
-        while len(self.pending) >= self.MAX_PENDING:
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(_save, img, self.out_dir / folder / name))
+        self.pngs.save(img, self.out_dir / folder / name)
 
     def write(self, frame: Frame, pred: np.ndarray, translated: np.ndarray | None,
               confidence: np.ndarray | None = None) -> None:
@@ -136,11 +126,7 @@ class SubmissionWriter:
 
     def close(self) -> None:
         """Wait for the last files (and raise what failed)."""
-        try:
-            while self.pending:
-                self.pending.popleft().result()
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pngs.close()
 
     def package(self) -> Path | None:
         """The zip of the written folders (after :meth:`close`), or None without ``zip``."""

@@ -3,23 +3,16 @@ overlay frames as a video; every file written atomically."""
 
 from __future__ import annotations
 
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from nightseg.core.files import atomic_path
+from nightseg.core.files import PngPool, atomic_path
 from nightseg.core.visualize import palette
 from nightseg.inference.frames import Frame
 from nightseg.inference.loading import Classes
-
-
-def _save(img: Image.Image, path: Path, compress_level: int) -> None:
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG", compress_level=compress_level)
 
 
 class Writer:
@@ -39,17 +32,14 @@ class Writer:
         # A palette PNG: class ids as pixel values, the palette makes them the class colours.
         self.png_palette = np.zeros((256, 3), dtype=np.uint8)
         self.png_palette[:len(self.colours)] = self.colours
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="png")
-        self.pending: deque[Future] = deque()
+        self.pngs = PngPool(threads, self.MAX_PENDING)
 
     def overlay(self, frame: np.ndarray, pred: np.ndarray) -> np.ndarray:
         blend = (1 - self.alpha) * frame.astype(np.float32) + self.alpha * self.colours[pred]
         return blend.round().clip(0, 255).astype(np.uint8)
 
     def _submit(self, img: Image.Image, path: Path, compress_level: int) -> None:
-        while len(self.pending) >= self.MAX_PENDING:
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(_save, img, path, compress_level))
+        self.pngs.save(img, path, compress_level)
 
     def write(self, frame: Frame, pred: np.ndarray, translated: np.ndarray | None) -> np.ndarray:
         mask = Image.fromarray(pred.astype(np.uint8), mode="P")
@@ -62,11 +52,7 @@ class Writer:
         return overlay
 
     def close(self) -> None:
-        try:
-            while self.pending:
-                self.pending.popleft().result()
-        finally:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pngs.close()
 
 
 class VideoWriter:
