@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -42,27 +39,6 @@ def smoke_overrides(tmp_path_factory) -> list[str]:
     the synthetic images are rendered once)."""
     cache = tmp_path_factory.getbasetemp() / "cache"
     return ["experiment=smoke", "logger=csv", f"paths.cache_dir={cache}"]
-
-
-@pytest.fixture(scope="session")
-def smoke_sweep(tmp_path_factory) -> SimpleNamespace:
-    """The paper's sweep night_count=0,1000,2000,7000 over a 7000-image pool, scaled down by 250
-    (0,4,8,28 over 28 images; 28 is more than the smoke preset's own pool of 16), with a step
-    budget as the default has, logged to wandb offline (the default logger), then
-    ``python -m nightseg.report`` on it. Run once per session: ``sweep`` and ``cache`` directories,
-    and the report's process (``report``)."""
-    root = tmp_path_factory.mktemp("smoke_sweep")
-    cache, sweep = root / "cache", root / "sweep"
-    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
-    cmd = [sys.executable, "-m", "nightseg.run", "-m", "experiment=smoke", "logger=wandb",
-           "strategy=augment", "night_count=0,4,8,28", "data.counts.train=28",
-           "model.segmenter.max_epochs=null", "model.segmenter.max_steps=6",
-           f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = subprocess.run([sys.executable, "-m", "nightseg.report", str(sweep)], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=120)
-    return SimpleNamespace(sweep=sweep, cache=cache, report=report)
 
 
 # Generator and critic configs small enough for a CycleGAN step in well under a second.

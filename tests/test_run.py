@@ -64,37 +64,6 @@ def test_night_count_larger_than_pool_fails_before_training(tmp_path, smoke_over
     assert not (tmp_path / "c2" / "stages").exists()
 
 
-def test_sweep_trains_one_translator_and_reports(smoke_sweep):
-    """The smoke sweep (tests/conftest.py): one translator, one generated set, nested subsets,
-    and the same number of optimizer steps at every point; then the report."""
-    cache, sweep = smoke_sweep.cache, smoke_sweep.sweep
-    metrics = {m["night_count"]: m for m in
-               (json.loads(p.read_text()) for p in sweep.rglob("metrics.json"))}
-    assert sorted(metrics) == [0, 4, 8, 28]
-    assert metrics[0]["stages"]["translator"] == "unused"
-    assert sorted(metrics[n]["stages"]["translator"] for n in (4, 8, 28)) == ["cached", "cached", "trained"]
-    assert len(list((cache / "stages" / "translator").glob("*/model.ckpt"))) == 1
-    # One generated set; job N trained on its first N images, so 4 is a subset of 8.
-    generated = list((cache / "stages" / "night_images").glob("*/images"))
-    assert len(generated) == 1
-    specs = [json.loads(p.read_text()) for p in (cache / "stages" / "segmenter").glob("*/spec.json")]
-    extras = sorted((s["extra"] or {}).get("count", 0) for s in specs)
-    assert extras == [0, 4, 8, 28]
-    assert len({(s["extra"] or {}).get("generated") for s in specs if s["extra"]}) == 1
-    manifest = json.loads((generated[0] / "manifest.json").read_text())
-    assert len(manifest) == 28 and len({m["source"] for m in manifest}) == 28
-    import torch
-
-    steps = [torch.load(m["checkpoints"]["segmenter"], map_location="cpu", weights_only=False)["global_step"]
-             for m in metrics.values()]
-    assert steps == [6] * 4  # 28 + 28 images cost what 28 + 0 cost
-
-    assert smoke_sweep.report.returncode == 0, smoke_sweep.report.stderr
-    for name in ("summary.csv", "summary.md", "runs.csv", "miou_vs_night_count.png"):
-        assert (sweep / name).exists(), name
-    assert "augment N=8" in (sweep / "summary.md").read_text()
-
-
 def test_wandb_offline_run_is_written_and_closed(tmp_path, smoke_overrides, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     overrides = [o for o in smoke_overrides if not o.startswith("logger=")]
@@ -274,9 +243,9 @@ real_step = SegmentationModule.training_step
 
 
 def slow_step(self, *args):
-    if self.global_step == 3:
+    if self.global_step == 3:  # the test sends SIGTERM while this step lasts
         Path(os.environ["NIGHTSEG_TEST_MARKER"]).touch()
-    time.sleep(0.3)
+        time.sleep(1.5)
     return real_step(self, *args)
 
 
@@ -302,8 +271,8 @@ def test_sigterm_stops_the_sweep_with_a_resume_checkpoint_and_the_rerun_finishes
     script.write_text(_SLOW_TRAINING)
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     args = ["-m", "experiment=smoke", "logger=csv", "strategy=augment", "night_count=0", "seed=0,1",
-            "model.segmenter.max_epochs=null", "model.segmenter.max_steps=100",
-            "data.counts.train=64",  # 16 steps an epoch: few loader restarts in 100 steps
+            "model.segmenter.max_epochs=null", "model.segmenter.max_steps=30",
+            "data.counts.train=64",  # 16 steps an epoch
             "data.num_workers=2", f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}"]
     env = dict(os.environ, NIGHTSEG_TEST_MARKER=str(marker), OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, str(script), *args], cwd=REPO, env=env,
@@ -322,7 +291,8 @@ def test_sigterm_stops_the_sweep_with_a_resume_checkpoint_and_the_rerun_finishes
     last = list((cache / "stages" / "segmenter").glob("*/work/last.ckpt"))
     assert len(last) == 1
     stopped_at = torch.load(last[0], map_location="cpu", weights_only=False)["global_step"]
-    assert 4 <= stopped_at < 10  # saved on SIGTERM: the first periodic checkpoint is at step 10
+    # Saved on SIGTERM after the step it came in: the periodic checkpoints are at steps 3, 6, ...
+    assert 4 <= stopped_at < 6
 
     rerun = subprocess.run([sys.executable, "-m", "nightseg.run", *args], cwd=REPO, env=env,
                            capture_output=True, text=True, timeout=600)
@@ -332,4 +302,4 @@ def test_sigterm_stops_the_sweep_with_a_resume_checkpoint_and_the_rerun_finishes
     assert [m["seed"] for m in metrics] == [0, 1]
     for m in metrics:
         final = torch.load(m["checkpoints"]["segmenter"], map_location="cpu", weights_only=False)
-        assert final["global_step"] == 100
+        assert final["global_step"] == 30

@@ -318,10 +318,11 @@ def test_predict_command_prints_one_line_for_a_translator_given_as_segmenter(tmp
 
 # ---- evaluate ----------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_evaluate_a_runs_models_gives_exactly_its_metrics(tmp_path, smoke_overrides):
+def test_evaluate_a_runs_models_gives_exactly_its_metrics(tmp_path, smoke_overrides, checkpoints):
     """The models of a smoke run (plain and gated), scored again by python -m nightseg.evaluate on
     the run's data: every result row, the translation scores and the gate's decisions equal the
-    run's; on another data config (the night scenes also by day) the shared sets score alike."""
+    run's; on another data config (the night scenes also by day) the shared sets score alike;
+    runtime=onnxruntime scores as the torch modules do."""
     from nightseg.evaluate import evaluate_models
     from nightseg.run import run
 
@@ -339,11 +340,17 @@ def test_evaluate_a_runs_models_gives_exactly_its_metrics(tmp_path, smoke_overri
         assert set(again) == set(trained)  # the run's schema
         assert (tmp_path / f"eval_{name}" / "panels" / "synthetic_night_raw.png").is_file()
 
-    # runtime=onnxruntime (fp32) scores as the torch modules in fp32 do, up to float rounding.
-    fp32 = evaluate_models(compose_named("evaluate", smoke_overrides + [
-        f"models.run={tmp_path / 'gated'}", "trainer.precision=32-true", "num_panels=0"]), tmp_path / "e32")
-    ort = evaluate_models(compose_named("evaluate", smoke_overrides + [
-        f"models.run={tmp_path / 'gated'}", "runtime=onnxruntime", "num_panels=0"]), tmp_path / "eort")
+    # runtime=onnxruntime (fp32) scores as the torch modules in fp32 do, up to float rounding, with
+    # a gate. The models are those of `checkpoints`, in its stage cache: exporting them is most of
+    # the cost, and test_onnxruntime_runs_the_same_pipeline_exported_once exports the same graphs.
+    tiny = [f"paths.cache_dir={checkpoints['root']}", f"models.segmenter={checkpoints['segmenter']}",
+            f"models.translator={checkpoints['translator']}", f"models.gate={checkpoints['gate']}",
+            "num_panels=0"]
+    fp32 = evaluate_models(compose_named("evaluate", smoke_overrides + tiny + ["trainer.precision=32-true"]),
+                           tmp_path / "e32")
+    ort = evaluate_models(compose_named("evaluate", smoke_overrides + tiny + ["runtime=onnxruntime"]),
+                          tmp_path / "eort")
+    assert ort["checkpoints"] == fp32["checkpoints"]
     assert [(r["test_set"], r["condition"]) for r in ort["results"]] == \
         [(r["test_set"], r["condition"]) for r in fp32["results"]]
     for a, b in zip(ort["results"], fp32["results"], strict=True):
