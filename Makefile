@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the main job on the embedded synthetic data (night2day_inference)
 	$(PY) -m nightseg.run strategy=night2day_inference
 
-# Two workers, a test file each at a time (module fixtures are built once); see tests/conftest.py.
-XDIST := -n 2 --dist loadfile
+# Two workers, a test file each at a time (module fixtures are built once), handed out in the order
+# tests/conftest.py sorts them (the files of long tests first); see tests/conftest.py.
+XDIST := -n 2 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest -q $(XDIST)

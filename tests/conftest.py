@@ -72,9 +72,32 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
+# The files that cost most (CPU seconds of the file and of the processes it starts, make test on
+# the 2-core AVX-512 bf16 machine): handed out first, so that no worker starts one near the end.
+LONGEST_FIRST = ("test_distributed.py",  # 205: 38 processes (torchrun and its ranks)
+                 "test_run.py",          # 65
+                 "test_export.py",       # 61: the dynamo ONNX exports
+                 "test_use.py",          # 44
+                 "test_slurm.py",        # 44
+                 "test_gpu_check.py",    # 38
+                 "test_sweep.py")        # 36
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``cuda`` need a GPU: skipped with the reason where torch sees none (they run
-    under make gpu-check)."""
+    """The order in which make test hands whole files to its two workers (``--no-loadscope-reorder``):
+    the LONGEST_FIRST files, then the other files with tests that start a Trainer, a job or a
+    process, the unit tests last, where they fill the end. Tests marked ``cuda`` need a GPU:
+    skipped with the reason where torch sees none (they run under make gpu-check)."""
+    def rank(item) -> tuple[int, int]:
+        name = item.path.name
+        longest = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return longest, 0 if slow.get(name) else 1
+
+    slow: dict[str, bool] = {}
+    for item in items:
+        marked = any(item.get_closest_marker(m) is not None for m in ("slow", "distributed"))
+        slow[item.path.name] = slow.get(item.path.name, False) or marked
+    items.sort(key=rank)  # stable: the order within a file is kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (make gpu-check runs the tests marked cuda)")
