@@ -74,7 +74,6 @@ def test_sweep_trains_one_translator_and_reports(smoke_sweep):
     assert "augment N=8" in (sweep / "summary.md").read_text()
 
 
-@pytest.mark.slow
 def test_sweep_jobs_hold_the_study_config_keys_and_final_scores(smoke_sweep):
     sweep = smoke_sweep.sweep
     jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
@@ -116,7 +115,6 @@ def test_sweep_jobs_hold_the_study_config_keys_and_final_scores(smoke_sweep):
     assert len(translator_runs) == 1  # the job that trained it; the others found it cached
 
 
-@pytest.mark.slow
 def test_report_adds_the_study_to_the_sweeps_group(smoke_sweep):
     sweep = smoke_sweep.sweep
     assert smoke_sweep.report.returncode == 0, smoke_sweep.report.stderr
